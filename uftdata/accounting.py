@@ -1,0 +1,48 @@
+"""Counts every command reports: records_in = records_used + sum(dropped[reason])."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Summary:
+    """What a command read, wrote and dropped; printed by the CLI and stored in manifests."""
+
+    command: str
+    records_in: int = 0
+    records_used: int = 0
+    rows_out: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    # Row-level outcomes inside records that were used (unfold: assistant turns not emitted).
+    turns_dropped: Counter[str] = field(default_factory=Counter)
+    # Kept, but worth knowing (e.g. `tie`: a rated pair with equal ratings keeps the source's label).
+    notes: Counter[str] = field(default_factory=Counter)
+    inputs: list[dict[str, object]] = field(default_factory=list)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.dropped[reason] += n
+
+    def check(self) -> None:
+        """The accounting identity; a failure here is a bug in the command, not in the input."""
+        total = self.records_used + sum(self.dropped.values())
+        if total != self.records_in:
+            raise AssertionError(f"{self.command}: records_in={self.records_in} but used+dropped={total}")
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "command": self.command,
+            "records_in": self.records_in,
+            "records_used": self.records_used,
+            "rows_out": self.rows_out,
+            "dropped": dict(sorted(self.dropped.items())),
+        }
+        for name in ("turns_dropped", "notes"):
+            counts = {k: v for k, v in sorted(getattr(self, name).items()) if v}
+            if counts:
+                out[name] = counts
+        if self.inputs:
+            out["inputs"] = self.inputs
+        return out
