@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -248,6 +249,62 @@ def feedback(
                              rejects=rejects_, summary=summary, progress=advance)
 
     run_rows_command("feedback", inputs, out, on_error, rejects, quiet, produce)
+
+
+@app.command()
+def mix(
+    recipe: Annotated[Optional[Path], typer.Argument(help="A recipe YAML whose `mixture:` section is the spec (optional).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Mixture folder (with --sweep: the folder holding one mixture per size). Default: the recipe's mixture.out.")] = None,
+    take: Annotated[Optional[list[str]], typer.Option(help="PATH=COUNT: rows from a uft-schema Parquet file or folder; COUNT is 20k, 260k, 20000, all, or a fraction of the mixture (0.5, 50%). Repeatable; the first source wins duplicates.")] = None,
+    test: Annotated[Optional[list[str]], typer.Option(help="PATH=F holds out the groups of PATH whose seeded hash is below F (e.g. 0.01); PATH=FILE uses FILE as PATH's test split.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for ranking and the test split (default 0, or the recipe's).")] = None,
+    total: Annotated[Optional[str], typer.Option(help="Total rows, for fractional takes.")] = None,
+    sweep: Annotated[Optional[str], typer.Option(help="PATH=N,N,...: one mixture per count of PATH, e.g. ultrachat.parquet=16k,20k,32k,65k,130k,260k; folders named mix_<take>_<take>.")] = None,
+    oversample: Annotated[bool, typer.Option("--oversample", help="When a source has fewer rows than asked, repeat rows in rank order (reported) instead of failing.")] = False,
+    on_error: OnErrorOpt = OnError.error,
+    rejects: RejectsOpt = None,
+    quiet: Quiet = False,
+) -> None:
+    """Build a mixture folder: Parquet shards in rank order, README.md card, manifest.json (last).
+
+    Order: validate, dedup (by id; pairs by pair_id), test split by group (before sampling, so it
+    does not move with the ratio), rank by seeded hash, take. Smaller takes are subsets of larger
+    ones with the same seed. `datasets.load_dataset(OUT)` reads the result.
+    """
+    from uftdata.mixout import build_mixtures
+    from uftdata.mixspec import load_recipe_mixture, spec_from_options
+
+    if recipe is not None:
+        if take or sweep:
+            raise UftDataError("mix", "give either a recipe or --take/--sweep, not both")
+        spec = load_recipe_mixture(recipe)
+        if seed is not None:
+            spec = dataclasses.replace(spec, seed=seed)
+        if oversample:
+            spec = dataclasses.replace(spec, on_short="repeat")
+    else:
+        spec = spec_from_options(take or [], test or [], seed=seed or 0, total=total, sweep=sweep,
+                                 on_short="repeat" if oversample else "error")
+    target = out or (Path(spec.out) if spec.out else None)
+    if target is None:
+        raise UftDataError("mix", "no output folder", fix="Pass -o MIXTURE_DIR (or set mixture.out in the recipe).")
+    skip = Rejects("skip" if on_error is OnError.skip else "raise")
+    say = None if quiet else (lambda name: print(f"  writing {name}", file=sys.stderr))
+    manifests = build_mixtures(spec, target, skip, say)
+    for manifest in manifests:
+        where = target / manifest["name"] if spec.sweep else target
+        counts = ", ".join(f"{split} {c['rows']}" for split, c in manifest["counts"].items())
+        print(f"mix: {where}: {counts} rows; content_hash {manifest['content_hash'][:16]}")
+        for source in manifest["sources"]:
+            acc = source["accounting"]
+            print(f"  {source['name']}: {acc['records_in']} in, {acc['records_used']} used, take {source['take']}"
+                  f" -> train {source['rows_train']} (repeated {source['repeated_rows']}), test {source['rows_test']}")
+            for reason, n in acc["dropped"].items():
+                print(f"    dropped.{reason}: {n}")
+    if skip.count:
+        written = rejects or target.with_name(target.name + ".rejects.jsonl")
+        skip.write(written)
+        print(f"  rejects: {written}")
 
 
 @app.command()
