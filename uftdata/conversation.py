@@ -8,7 +8,7 @@ from uftdata.errors import RecordError
 
 Message = dict[str, str]
 
-_HS2_MARKER = re.compile(r"\n?<extra_id_1>(User|Assistant)\n?")
+_HS2_MARKER = re.compile(r"\n<extra_id_1>(User|Assistant)\n")
 _HH_MARKER = re.compile(r"\n\n(Human|Assistant): ?")
 _HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 

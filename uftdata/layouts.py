@@ -63,7 +63,7 @@ LAYOUTS: tuple[Layout, ...] = (
            lambda r: isinstance(r["helpfulness"], list)),
     Layout("ultrafeedback", "score", 3, ("instruction", "completions"),
            "UltraFeedback raw: instruction + completions with overall_score 1-10 / fine-grained_score 1-5"),
-    Layout("columns", "score", 3, ("prompt", "response"),
+    Layout("columns", "score", 3, (),
            "any prompt/response file with a --score-column on a declared --scale", detected=False),
     Layout("ultrachat", "unfold", 4, ("data",), "raw UltraChat: data = [user, assistant, user, ...]"),
     Layout("sharegpt", "unfold", 5, ("conversations",), "ShareGPT: conversations = [{from, value}, ...]"),
