@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import polars as pl
 import typer
@@ -38,10 +38,10 @@ class OnError(str, Enum):
 
 Inputs = Annotated[list[Path], typer.Argument(help="Input files (.jsonl, .json, .parquet, optionally .gz) or folders.")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output Parquet file in the uft row schema.")]
-Format = Annotated[Optional[str], typer.Option("--format", "-f", help="Input layout; detected when omitted.")]
-Source = Annotated[Optional[str], typer.Option(help="Value of the `source` column; default: the first input's name up to its first dot.")]
+Format = Annotated[str | None, typer.Option("--format", "-f", help="Input layout; detected when omitted.")]
+Source = Annotated[str | None, typer.Option(help="Value of the `source` column; default: the first input's name up to its first dot.")]
 OnErrorOpt = Annotated[OnError, typer.Option("--on-error", help="error: stop at the first bad record. skip: write bad records to the rejects file and go on.")]
-RejectsOpt = Annotated[Optional[Path], typer.Option(help="Rejects file for --on-error skip; default OUT with .rejects.jsonl.")]
+RejectsOpt = Annotated[Path | None, typer.Option(help="Rejects file for --on-error skip; default OUT with .rejects.jsonl.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
@@ -172,9 +172,9 @@ def score(
     out: Out,
     format: Format = None,
     source: Source = None,
-    weight: Annotated[Optional[list[str]], typer.Option(help="Attribute weight NAME=W (repeatable); replaces the default HelpSteer2 weights helpfulness=0.65 correctness=0.8 coherence=0.45.")] = None,
-    score_column: Annotated[Optional[str], typer.Option(help="Generic layout: the column holding the rating (needs --scale).")] = None,
-    scale: Annotated[Optional[str], typer.Option(help="MIN:MAX of --score-column; a value outside it is an error.")] = None,
+    weight: Annotated[list[str] | None, typer.Option(help="Attribute weight NAME=W (repeatable); replaces the default HelpSteer2 weights helpfulness=0.65 correctness=0.8 coherence=0.45.")] = None,
+    score_column: Annotated[str | None, typer.Option(help="Generic layout: the column holding the rating (needs --scale).")] = None,
+    scale: Annotated[str | None, typer.Option(help="MIN:MAX of --score-column; a value outside it is an error.")] = None,
     prompt_column: Annotated[str, typer.Option(help="Generic layout: prompt column (string or message list).")] = "prompt",
     response_column: Annotated[str, typer.Option(help="Generic layout: response column (string or message).")] = "response",
     ultrafeedback_rating: Annotated[str, typer.Option(help="UltraFeedback raw: overall (1-10, (s-1)/9) or fine-grained (1-5, (s-1)/4).")] = "overall",
@@ -220,8 +220,8 @@ def feedback(
     source: Source = None,
     pairs_from_scores: Annotated[bool, typer.Option("--pairs-from-scores", help="Input: `score` rows (uft schema). Each prompt's highest- and lowest-scored responses become a pair; equal scores: dropped as tie.")] = False,
     ratings: Annotated[bool, typer.Option(help="Carry ratings (e.g. UltraFeedback score_chosen/score_rejected) into the scores; otherwise chosen 1, rejected 0.")] = True,
-    rating_scale: Annotated[Optional[str], typer.Option(help="MIN:MAX of the carried ratings; default 1:10 (UltraFeedback).")] = None,
-    split: Annotated[Optional[str], typer.Option(help="HelpSteer2 preference file: keep only this split (others dropped as other_split).")] = None,
+    rating_scale: Annotated[str | None, typer.Option(help="MIN:MAX of the carried ratings; default 1:10 (UltraFeedback).")] = None,
+    split: Annotated[str | None, typer.Option(help="HelpSteer2 preference file: keep only this split (others dropped as other_split).")] = None,
     on_error: OnErrorOpt = OnError.error,
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
@@ -253,13 +253,13 @@ def feedback(
 
 @app.command()
 def mix(
-    recipe: Annotated[Optional[Path], typer.Argument(help="A recipe YAML whose `mixture:` section is the spec (optional).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Mixture folder (with --sweep: the folder holding one mixture per size). Default: the recipe's mixture.out.")] = None,
-    take: Annotated[Optional[list[str]], typer.Option(help="PATH=COUNT: rows from a uft-schema Parquet file or folder; COUNT is 20k, 260k, 20000, all, or a fraction of the mixture (0.5, 50%). Repeatable; the first source wins duplicates.")] = None,
-    test: Annotated[Optional[list[str]], typer.Option(help="PATH=F holds out the groups of PATH whose seeded hash is below F (e.g. 0.01); PATH=FILE uses FILE as PATH's test split.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for ranking and the test split (default 0, or the recipe's).")] = None,
-    total: Annotated[Optional[str], typer.Option(help="Total rows, for fractional takes.")] = None,
-    sweep: Annotated[Optional[str], typer.Option(help="PATH=N,N,...: one mixture per count of PATH, e.g. ultrachat.parquet=16k,20k,32k,65k,130k,260k; folders named mix_<take>_<take>.")] = None,
+    recipe: Annotated[Path | None, typer.Argument(help="A recipe YAML whose `mixture:` section is the spec (optional).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Mixture folder (with --sweep: the folder holding one mixture per size). Default: the recipe's mixture.out.")] = None,
+    take: Annotated[list[str] | None, typer.Option(help="PATH=COUNT: rows from a uft-schema Parquet file or folder; COUNT is 20k, 260k, 20000, all, or a fraction of the mixture (0.5, 50%). Repeatable; the first source wins duplicates.")] = None,
+    test: Annotated[list[str] | None, typer.Option(help="PATH=F holds out the groups of PATH whose seeded hash is below F (e.g. 0.01); PATH=FILE uses FILE as PATH's test split.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for ranking and the test split (default 0, or the recipe's).")] = None,
+    total: Annotated[str | None, typer.Option(help="Total rows, for fractional takes.")] = None,
+    sweep: Annotated[str | None, typer.Option(help="PATH=N,N,...: one mixture per count of PATH, e.g. ultrachat.parquet=16k,20k,32k,65k,130k,260k; folders named mix_<take>_<take>.")] = None,
     oversample: Annotated[bool, typer.Option("--oversample", help="When a source has fewer rows than asked, repeat rows in rank order (reported) instead of failing.")] = False,
     on_error: OnErrorOpt = OnError.error,
     rejects: RejectsOpt = None,

@@ -12,6 +12,7 @@ row group, when the shards are written (mixout.py).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -183,12 +184,16 @@ def resolve_counts(spec: MixtureSpec, states: list[SourceState]) -> list[int]:
     absolute = sum(n for i, n in enumerate(fixed) if i not in fractional)  # type: ignore[misc]
     share = sum(takes[i].fraction for i in fractional)  # type: ignore[misc]
     total = spec.total if spec.total is not None else absolute / (1 - share)
-    quotas = {i: takes[i].fraction * total / states[i].unit_rows for i in fractional}  # type: ignore[operator]
-    target = round(sum(quotas.values()))
-    units = {i: int(q) for i, q in quotas.items()}
-    by_remainder = sorted(fractional, key=lambda i: (-(quotas[i] - units[i]), i))
-    for i in by_remainder[: max(0, target - sum(units.values()))]:
+    rows = {i: takes[i].fraction * total for i in fractional}  # type: ignore[operator]
+    units = {i: int(rows[i] // states[i].unit_rows) for i in fractional}
+    # Largest remainder, in rows: units go to the largest remainders until the rounded total is
+    # reached (a pair may overshoot it by one row).
+    remaining = math.floor(sum(rows.values()) + 0.5) - sum(units[i] * states[i].unit_rows for i in fractional)
+    for i in sorted(fractional, key=lambda i: (-(rows[i] - units[i] * states[i].unit_rows), i)):
+        if remaining <= 0:
+            break
         units[i] += 1
+        remaining -= states[i].unit_rows
     return [units[i] * states[i].unit_rows if i in units else int(n) for i, n in enumerate(fixed)]  # type: ignore[arg-type]
 
 

@@ -140,7 +140,7 @@ def build_manifest(planned: Plan, spec: MixtureSpec, name: str, splits: dict[str
                    taken: list[pl.DataFrame], repeats: list[int], files: list[dict]) -> dict:
     sources, dropped_total = [], Counter[str]()
     for i, state in enumerate(planned.sources):
-        test_rows = int((splits.get("test", pl.DataFrame({"src": []}))["src"] == i).sum())
+        test_rows = int((splits["test"]["src"] == i).sum()) if "test" in splits else 0
         distinct = taken[i].filter(pl.col("copy") == 0).height
         dropped = Counter({k: v for k, v in state.dropped.items() if v})
         dropped["not_selected"] = state.candidates.height - distinct

@@ -36,7 +36,7 @@ class Take:
 
 
 @dataclass(frozen=True)
-class TestSplit:
+class HeldOut:
     """Held-out rows of one source: groups whose keyed hash is below `fraction`, or a file."""
 
     fraction: float | None = None
@@ -47,7 +47,7 @@ class TestSplit:
 class SourceSpec:
     path: str
     take: Take
-    test: TestSplit | None = None
+    test: HeldOut | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _fraction(value: float, text: str, where: str) -> Take:
     return Take(text, fraction=value)
 
 
-def parse_test(value: object, where: str) -> TestSplit:
+def parse_test(value: object, where: str) -> HeldOut:
     """`0.01` / `{fraction: 0.01}` or a path / `{file: PATH}`."""
     if isinstance(value, dict):
         unknown = set(value) - {"fraction", "file"}
@@ -104,14 +104,14 @@ def parse_test(value: object, where: str) -> TestSplit:
             raise UftDataError(where, "needs exactly one of `fraction` or `file`", got=value)
         value = value.get("fraction", value.get("file"))
         if isinstance(value, str) and not _is_number(value):
-            return TestSplit(file=value)
+            return HeldOut(file=value)
     if isinstance(value, (int, float)) or (isinstance(value, str) and _is_number(value)):
         fraction = float(value)  # type: ignore[arg-type]
         if not 0 < fraction < 1:
             raise UftDataError(where, "test fraction must be in (0, 1)", got=value)
-        return TestSplit(fraction=fraction)
+        return HeldOut(fraction=fraction)
     if isinstance(value, str) and value:
-        return TestSplit(file=value)
+        return HeldOut(file=value)
     raise UftDataError(where, "is not a fraction or a file", got=value)
 
 

@@ -94,7 +94,7 @@ def unfold_frame(conv: pl.DataFrame, *, source: str) -> tuple[pl.DataFrame, dict
         .select("conv", "pos", msg="messages")
     )
     role, content = pl.col("msg").struct.field("role"), pl.col("msg").struct.field("content")
-    has_system = (pl.col("pos") == 0).and_((role == "system")).any().over("conv")
+    has_system = (pl.col("pos") == 0).and_(role == "system").any().over("conv")
     msgs = msgs.with_columns(problem=_first_problem(role, content, pl.col("pos"), has_system), role=role)
     first_bad = pl.col("pos").filter(pl.col("problem").is_not_null()).min().over("conv")
     msgs = msgs.with_columns(

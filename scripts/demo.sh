@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The data half end to end on the bundled data/: unfold, score, feedback, mix, inspect.
+# Outputs go to out/demo/ (ignored by git); run from the repository root.
+set -euo pipefail
+out=out/demo
+mkdir -p "$out"
+uftdata unfold data/ultrachat.jsonl -o "$out/ultrachat.parquet" --source ultrachat
+uftdata score data/helpsteer2.jsonl -o "$out/helpsteer2.parquet" --source helpsteer2
+uftdata score data/helpsteer2_validation.jsonl -o "$out/helpsteer2_validation.parquet" --source helpsteer2
+uftdata feedback data/hh_rlhf.jsonl -o "$out/hh_rlhf.parquet" --source hh_rlhf
+uftdata feedback data/kto.jsonl -o "$out/kto.parquet" --source kto
+uftdata feedback --pairs-from-scores "$out/helpsteer2.parquet" -o "$out/helpsteer2_pairs.parquet" --source helpsteer2
+uftdata mix recipes/demo.yaml
+uftdata inspect "$out/mix_demo"
+python -c "import datasets; print(datasets.load_dataset('$out/mix_demo'))"
