@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ SUFFIXES: dict[str, Container] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json"
 BLOCK_BYTES = 16 << 20
 PARQUET_BATCH_ROWS = 16_384
 LINE = "_line"  # the position column every frame from `iter_frames` carries
+_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")  # a literal first byte keeps the scan fast
+_BLANK_FIRST_LINE = re.compile(rb"[ \t\r]*\n")
 
 Progress = Callable[[int], None]
 
@@ -114,10 +117,11 @@ def _first_byte(path: Path, gzipped: bool) -> bytes:
 # Python records
 
 
-def first_record(f: InputFile) -> dict:
-    """The first record, for layout detection; an empty file is an error."""
-    for _, record in iter_records(f, Rejects.raising()):
-        return record
+def first_record(f: InputFile, *, skip_bad: bool = False) -> tuple[str, dict]:
+    """(where, record) of the first record, for layout detection; an empty file is an error.
+    With `skip_bad`, malformed records before it are passed over (the real pass rejects them)."""
+    for where, record in iter_records(f, Rejects("skip" if skip_bad else "raise")):
+        return where, record
     raise UftDataError(f.name, "file holds no records", fix="Check that the right file was passed.")
 
 
@@ -168,8 +172,9 @@ def _jsonl_lines(f: InputFile, progress: Progress | None) -> Iterator[tuple[int,
                 yield start + offset, line
 
 
-def _jsonl_blocks(f: InputFile, progress: Progress | None, size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
+def _jsonl_blocks(f: InputFile, progress: Progress | None, size: int | None = None) -> Iterator[tuple[int, bytes]]:
     """(first line number, bytes) blocks that end at a line break; no line is split."""
+    size = size or BLOCK_BYTES
     line, carry = 1, b""
     with _open(f) as stream:
         raw = stream.fileobj if isinstance(stream, gzip.GzipFile) else stream  # compressed bytes read
@@ -239,7 +244,7 @@ def iter_frames(
     progress: Progress | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Frames with `schema`'s columns plus `_line`; records missing a required field are rejected."""
-    for table, positions in _tables(f, schema, rejects, progress):
+    for table, positions in _tables(f, schema, required, rejects, progress):
         table, positions = _check_required(f, table, positions, required, rejects)
         if table.num_rows:
             frame = pl.from_arrow(table)
@@ -248,25 +253,28 @@ def iter_frames(
 
 
 def _tables(
-    f: InputFile, schema: pa.Schema, rejects: Rejects, progress: Progress | None
+    f: InputFile, schema: pa.Schema, required: Sequence[str], rejects: Rejects, progress: Progress | None
 ) -> Iterator[tuple[pa.Table, list[int] | range]]:
     if f.container == "parquet":
         for start, table in _parquet_batches(f, schema.names, progress):
             yield _cast_columns(f, table, schema), range(start, start + table.num_rows)
     elif f.container == "json":
         records = [(f.where(i), r) for i, r in enumerate(_json_array(f), start=1)]
-        yield _records_to_table(records, schema, rejects)
+        yield _records_to_table(records, schema, required, rejects)
     else:
         options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
         for start, block in _jsonl_blocks(f, progress):
             table = _parse_block(block, options)
             n_lines = block.count(b"\n") + (not block.endswith(b"\n"))
-            if table is not None and table.num_rows == n_lines:
+            # pyarrow skips blank lines and accepts two objects on one line; only when neither can
+            # have happened do rows map to lines one to one.
+            blank = _BLANK_FIRST_LINE.match(block) or _BLANK_LINE.search(block)
+            if table is not None and table.num_rows == n_lines and not blank:
                 yield table, range(start, start + n_lines)
             else:  # name the exact line and field, or map around blank lines
                 lines = [(n, line) for n, line in enumerate(block.split(b"\n"), start=start) if line.strip()]
                 parsed = [(f.where(n), _parse_line(f, n, line, rejects)) for n, line in lines]
-                yield _records_to_table([(w, r) for w, r in parsed if r is not None], schema, rejects)
+                yield _records_to_table([(w, r) for w, r in parsed if r is not None], schema, required, rejects)
 
 
 def _parse_block(block: bytes, options: pa_json.ParseOptions) -> pa.Table | None:
@@ -281,7 +289,7 @@ def _parse_block(block: bytes, options: pa_json.ParseOptions) -> pa.Table | None
 
 
 def _records_to_table(
-    records: list[tuple[str, object]], schema: pa.Schema, rejects: Rejects
+    records: list[tuple[str, object]], schema: pa.Schema, required: Sequence[str], rejects: Rejects
 ) -> tuple[pa.Table, list[int]]:
     columns: dict[str, list] = {name: [] for name in schema.names}
     positions: list[int] = []
@@ -289,7 +297,7 @@ def _records_to_table(
         if not isinstance(record, dict):
             rejects.reject(RecordError(where, "", "is not a JSON object", got=type(record).__name__), record)
             continue
-        if _conforms(where, record, schema, rejects):
+        if _conforms(where, record, schema, required, rejects):
             for name in schema.names:
                 columns[name].append(record.get(name))
             positions.append(int(where.rsplit(" ", 1)[1]))
@@ -297,14 +305,35 @@ def _records_to_table(
     return pa.Table.from_arrays(arrays, schema=schema), positions
 
 
-def _conforms(where: str, record: dict, schema: pa.Schema, rejects: Rejects) -> bool:
+def _conforms(where: str, record: dict, schema: pa.Schema, required: Sequence[str], rejects: Rejects) -> bool:
     for field in schema:
         value = record.get(field.name)
-        try:
-            pa.array([value], type=field.type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        if value is None and field.name in required:
+            rejects.reject(RecordError(where, field.name, "is missing or null"), record)
+            return False
+        if not _matches(value, field.type):
             rejects.reject(RecordError(where, field.name, "has the wrong type", got=value, expected=str(field.type)), record)
             return False
+    return True
+
+
+def _matches(value: object, t: pa.DataType) -> bool:
+    """Whether a JSON value has Arrow type `t`, strictly: pyarrow itself would turn a string into a
+    list of characters, or an int into a float, where the JSON parser of the fast path refuses."""
+    if value is None:
+        return True
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return isinstance(value, str)
+    if pa.types.is_boolean(t):
+        return isinstance(value, bool)
+    if pa.types.is_integer(t):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if pa.types.is_floating(t):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return isinstance(value, list) and all(_matches(v, t.value_type) for v in value)
+    if pa.types.is_struct(t):
+        return isinstance(value, dict) and all(_matches(value.get(f.name), f.type) for f in t)
     return True
 
 

@@ -78,7 +78,8 @@ def convert_files(
 ) -> Iterator[pl.DataFrame]:
     """Run a per-record adapter over every record of every file, yielding blocks of schema rows."""
     for f in files:
-        layout = layouts.resolve(command, fmt, first_record(f), f.where(0 if f.unit == "row" else 1))
+        where, record = first_record(f, skip_bad=rejects.on_error == "skip")
+        layout = layouts.resolve(command, fmt, record, where)
         adapter = adapter_for(layout)
         before = rejects.count
         batch: list[Row] = []

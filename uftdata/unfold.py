@@ -106,14 +106,15 @@ def unfold_frame(conv: pl.DataFrame, *, source: str) -> tuple[pl.DataFrame, dict
     kept = assistant.filter(pl.col("pos") < pl.col("cut"))
     lost = assistant.filter(pl.col("pos") >= pl.col("cut"))
 
+    used = kept.select(pl.col("conv").unique())
+    trailing = msgs.filter(
+        (pl.col("pos") == pl.col("n_msgs") - 1) & (pl.col("role") == "user") & (pl.col("pos") < pl.col("cut"))
+    ).join(used, on="conv", how="semi")  # only in conversations that give rows: the others are dropped
     counts = {
         "turns_in": pl.DataFrame({"n": [assistant.height]}),
         "turns_dropped": lost.group_by("reason").agg(n=pl.len()),
-        "trailing_user": pl.DataFrame({"n": [msgs.filter(
-            (pl.col("pos") == pl.col("n_msgs") - 1) & (pl.col("role") == "user") & (pl.col("pos") < pl.col("cut"))
-        ).height]}),
+        "trailing_user": pl.DataFrame({"n": [trailing.height]}),
     }
-    used = kept.select(pl.col("conv").unique())
     unused = conv.select("conv").join(used, on="conv", how="anti")
     reasons = msgs.group_by("conv").agg(pl.col("reason").first())
     counts["records_dropped"] = (
@@ -145,8 +146,8 @@ def unfold_file(
     f: InputFile, *, fmt: str | None, source: str, rejects: Rejects, summary: Summary, progress: Progress | None
 ) -> Iterator[pl.DataFrame]:
     """Unfolded row blocks for one input file; counts go into `summary`."""
-    record = first_record(f)
-    layout = layouts.resolve("unfold", fmt, record, f.where(1 if f.unit != "row" else 0))
+    where, record = first_record(f, skip_bad=rejects.on_error == "skip")
+    layout = layouts.resolve("unfold", fmt, record, where)
     read_as, id_field = read_schema(layout.name, record)
     message_field = read_as.names[0]
     before = rejects.count
