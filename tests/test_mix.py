@@ -208,6 +208,17 @@ def test_folder_loads_with_datasets(sources: tuple[Path, Path], tmp_path: Path) 
     assert "configs:" in (tmp_path / "mix" / "README.md").read_text()
 
 
+def test_rebuilt_folder_does_not_load_stale_rows(sources: tuple[Path, Path], tmp_path: Path) -> None:
+    # datasets caches a local folder under its name and card; a rebuild in place (same counts, other
+    # seed) must still load the new rows.
+    datasets = pytest.importorskip("datasets")
+    a, _ = sources
+    for seed in (0, 1):
+        build(spec(src(a, "30"), seed=seed), tmp_path / "mix")
+        loaded = datasets.load_dataset(str(tmp_path / "mix"), cache_dir=str(tmp_path / "hf"))
+        assert loaded["train"]["id"] == train(tmp_path / "mix")["id"].to_list()
+
+
 def test_sweep_builds_nested_grid(sources: tuple[Path, Path], tmp_path: Path) -> None:
     a, b = sources
     s = spec_from_options([f"{a}=all", f"{b}=all"], [f"{a}=0.05"], seed=0, on_short="error", total=None,

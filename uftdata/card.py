@@ -19,6 +19,15 @@ def render_card(manifest: dict) -> str:
     header = {
         "configs": [{"config_name": "default",
                      "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]}],
+        # `datasets` keys its cache of a local folder by the folder's name and this card's YAML, not
+        # by the files: without these sizes, a mixture rebuilt in the same place would load stale
+        # rows from the cache. With them, a rebuild gets a new cache entry, and a wrong row count
+        # is an error (datasets verifies num_examples).
+        "dataset_info": {
+            "config_name": "default",
+            "splits": [{"name": s, "num_examples": manifest["counts"][s]["rows"]} for s in splits],
+            "download_size": sum(f["bytes"] for f in manifest["files"]),
+        },
         "tags": ["uft", "sft", "preference", "feedback"],
     }
     lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "", f"# {manifest['name']}", "",

@@ -81,7 +81,8 @@ def write_shards(parts: list[InputFile], rows: pl.DataFrame, folder: Path, split
         writer = RowWriter(folder / name)
         writer.write(gather(parts, shard))
         writer.close()
-        files.append({"path": name, "rows": shard.height, "sha256": sha256_file(folder / name)})
+        files.append({"path": name, "rows": shard.height, "bytes": (folder / name).stat().st_size,
+                      "sha256": sha256_file(folder / name)})
     return files
 
 

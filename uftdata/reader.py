@@ -120,8 +120,11 @@ def _first_byte(path: Path, gzipped: bool) -> bytes:
 def first_record(f: InputFile, *, skip_bad: bool = False) -> tuple[str, dict]:
     """(where, record) of the first record, for layout detection; an empty file is an error.
     With `skip_bad`, malformed records before it are passed over (the real pass rejects them)."""
-    for where, record in iter_records(f, Rejects("skip" if skip_bad else "raise")):
+    passed_over = Rejects("skip" if skip_bad else "raise")
+    for where, record in iter_records(f, passed_over):
         return where, record
+    if passed_over.count:
+        raise UftDataError(f.name, f"holds no valid record; the first: {passed_over.records[0]['error']}")
     raise UftDataError(f.name, "file holds no records", fix="Check that the right file was passed.")
 
 
@@ -269,7 +272,10 @@ def _tables(
             # pyarrow skips blank lines and accepts two objects on one line; only when neither can
             # have happened do rows map to lines one to one.
             blank = _BLANK_FIRST_LINE.match(block) or _BLANK_LINE.search(block)
-            if table is not None and table.num_rows == n_lines and not blank:
+            missing = table is not None and any(table[name].null_count for name in required)
+            # A record with a missing field is re-read as Python so that its rejects entry is the
+            # record as written, not the parsed columns.
+            if table is not None and table.num_rows == n_lines and not blank and not missing:
                 yield table, range(start, start + n_lines)
             else:  # name the exact line and field, or map around blank lines
                 lines = [(n, line) for n, line in enumerate(block.split(b"\n"), start=start) if line.strip()]
