@@ -18,7 +18,7 @@ demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
 
 test: install
-	$(VENV)/bin/python -m pytest -q
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/python -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check uftdata uft_train tests bench

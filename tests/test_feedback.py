@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import xxhash
+from conftest import UFTDATA
 
 from uftdata.accounting import Summary
 from uftdata.errors import RecordError, UftDataError
@@ -319,7 +320,7 @@ def test_every_record_is_accounted_with_skip(tmp_path: Path) -> None:
 
 
 def uftdata(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["uftdata", "feedback", *args, "--quiet"], capture_output=True, text=True, check=False)
+    return subprocess.run([UFTDATA, "feedback", *args, "--quiet"], capture_output=True, text=True, check=False)
 
 
 def test_cli_end_to_end(tmp_path: Path) -> None:

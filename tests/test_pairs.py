@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import xxhash
+from conftest import UFTDATA
 
 from uftdata.accounting import Summary
 from uftdata.errors import UftDataError
@@ -126,7 +127,7 @@ def test_bad_value_names_file_row_and_field(tmp_path: Path) -> None:
 
 
 def uftdata(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["uftdata", *args, "--quiet"], capture_output=True, text=True, check=False)
+    return subprocess.run([UFTDATA, *args, "--quiet"], capture_output=True, text=True, check=False)
 
 
 def test_cli_pairs_from_scores(tmp_path: Path) -> None:
