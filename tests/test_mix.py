@@ -188,6 +188,22 @@ def test_deterministic_bytes_and_content_hash(sources: tuple[Path, Path], tmp_pa
     assert other["content_hash"] != m1["content_hash"]
 
 
+def test_shards_and_spill_buckets_keep_the_order(sources: tuple[Path, Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import uftdata.mixout as mixout
+
+    a, b = sources
+    s = spec(src(a, "150"), src(b, "all"))
+    one = build(s, tmp_path / "one")
+    monkeypatch.setattr(mixout, "SHARD_ROWS", 40)
+    monkeypatch.setattr(mixout, "BUCKET_ROWS", 8)
+    many = build(s, tmp_path / "many")
+    assert [f["path"] for f in many["files"]] == [f"data/train-{k:05d}-of-00006.parquet" for k in range(6)]
+    assert [f["rows"] for f in many["files"]] == [40, 40, 40, 40, 40, 10]
+    assert train(tmp_path / "many").equals(train(tmp_path / "one"))
+    assert many["content_hash"] == one["content_hash"]
+
+
 def test_content_hash_is_of_values() -> None:
     frame = pl.DataFrame({"id": ["a" * 32], "kind": ["sft"], "score": [1.0], "label": [None], "pair_id": [None]},
                          schema_overrides={"score": pl.Float32, "label": pl.Boolean, "pair_id": pl.String})

@@ -19,12 +19,26 @@ UNIT_SEP, RECORD_SEP, GROUP_SEP = "\x1f", "\x1e", "\x1d"
 _TWO_64 = 1 << 64
 
 
-def message_text(messages: pl.Expr) -> pl.Expr:
-    """Canonical text of a `list<struct<role, content>>` column."""
+def message_texts(messages: pl.Expr) -> pl.Expr:
+    """Each message's canonical piece, `role \x1f content \x1e`, as a list of strings."""
     element = pl.element().struct
     return messages.list.eval(
         pl.concat_str(element.field("role"), pl.lit(UNIT_SEP), element.field("content"), pl.lit(RECORD_SEP))
-    ).list.join("")
+    )
+
+
+def message_text(messages: pl.Expr) -> pl.Expr:
+    """Canonical text of a `list<struct<role, content>>` column."""
+    return message_texts(messages).list.join("")
+
+
+def turn_text(texts: pl.Expr, pos: pl.Expr) -> pl.Expr:
+    """Canonical text of (messages[:pos], [messages[pos]]) from a conversation's `message_texts`.
+
+    Equal to `canonical_text(prompt, completion)` of that turn, but each message's piece is built
+    once per conversation and the list ops move string views, so only the final join copies bytes:
+    unfold's prompts repeat every earlier message, and this is its hot path."""
+    return pl.concat_list(texts.list.slice(0, pos), pl.lit(GROUP_SEP), texts.list.get(pos)).list.join("")
 
 
 def canonical_text(prompt: pl.Expr, completion: pl.Expr) -> pl.Expr:

@@ -17,12 +17,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from uftdata import schema
 from uftdata.errors import RecordError, UftDataError
 from uftdata.ids import keyed_uint64
 from uftdata.mixspec import MixtureSpec, SourceSpec
-from uftdata.reader import InputFile, expand_inputs, iter_frames
+from uftdata.reader import PARQUET_BATCH_ROWS, InputFile, expand_inputs
 from uftdata.rejects import Rejects
 
 INDEX_COLUMNS = ("id", "pair_id", "kind", "score", "label", "group", "source")
@@ -56,24 +57,30 @@ class Plan:
     sources: list[SourceState]
 
 
+# What validation reads: every column but the message contents, which no row rule looks at and
+# which are nearly all of a file's bytes (nested Parquet paths select only the roles).
+VALIDATION_COLUMNS = ["id", "prompt.list.element.role", "completion.list.element.role", "score", "kind", "label",
+                      "pair_id", "source", "source_id", "group", "turn"]
+
+
 def read_index(f: InputFile, part: int, rejects: Rejects) -> pl.DataFrame:
     """The small columns of a schema file, validated; `part`/`row` locate each row for writing."""
-    import pyarrow.parquet as pq
-
-    if f.container != "parquet":
-        raise UftDataError(f.name, "mix reads Parquet in the uft row schema", got=f.container,
-                           fix="Convert it first with `uftdata unfold`, `score` or `feedback`.")
-    problems = schema.schema_problems(pq.read_schema(f.path))
+    if f.container != "parquet" or f.gzipped:
+        raise UftDataError(f.name, "mix reads uncompressed Parquet files in the uft row schema",
+                           got=f.name, fix="Convert it first with `uftdata unfold`, `score` or `feedback`.")
+    file = pq.ParquetFile(f.path)
+    problems = schema.schema_problems(file.schema_arrow)
     if problems:
         raise UftDataError(f.name, "is not in the uft row schema: " + "; ".join(problems))
-    blocks = []
-    for frame in iter_frames(f, schema.SCHEMA, [], rejects):
-        bad = schema.row_problems(frame.drop("_line"))
-        keep = pl.Series([True] * frame.height)
+    blocks, start = [], 0
+    for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=VALIDATION_COLUMNS):
+        frame = pl.from_arrow(batch)
+        bad = schema.row_problems(frame)  # its `row` is the position in this batch
         for row, column, problem in bad.iter_rows():
-            rejects.reject(RecordError(f.where(frame["_line"][row]), column, problem), {"id": frame["id"][row]})
-            keep[row] = False
-        blocks.append(frame.filter(keep).select(*INDEX_COLUMNS, row="_line"))
+            rejects.reject(RecordError(f.where(start + row), column, problem), {"id": frame["id"][row]})
+        frame = frame.with_columns(row=pl.int_range(start, start + batch.num_rows, dtype=pl.Int64))
+        blocks.append(frame.filter(~pl.col("row").is_in((bad["row"] + start).implode())).select(*INDEX_COLUMNS, "row"))
+        start += batch.num_rows
     index = pl.concat(blocks) if blocks else pl.DataFrame()
     return index.with_columns(part=pl.lit(part, dtype=pl.Int32))
 

@@ -29,6 +29,7 @@ from uftdata.rejects import Rejects
 from uftdata.writer import RowWriter
 
 SHARD_ROWS = 100_000
+BUCKET_ROWS = 10_000  # a divisor of SHARD_ROWS
 MANIFEST = "manifest.json"
 
 
@@ -71,40 +72,58 @@ def write_mixture(planned: Plan, spec: MixtureSpec, out: Path, progress: Callabl
 
 def write_shards(parts: list[InputFile], rows: pl.DataFrame, folder: Path, split: str,
                  progress: Callable[[str], None] | None) -> list[dict]:
+    """The split's rows, in the order of `rows`, as shards of at most SHARD_ROWS rows."""
     n_shards = max(1, -(-rows.height // SHARD_ROWS))
+    spill = folder / f".spill-{split}"
+    spill.mkdir()
+    positions = spill_rows(parts, rows, spill)
     files = []
     for k in range(n_shards):
         name = f"data/{split}-{k:05d}-of-{n_shards:05d}.parquet"
         if progress:
             progress(name)
-        shard = rows.slice(k * SHARD_ROWS, SHARD_ROWS)
         writer = RowWriter(folder / name)
-        writer.write(gather(parts, shard))
+        first = k * SHARD_ROWS // BUCKET_ROWS
+        for bucket in range(first, min(first + SHARD_ROWS // BUCKET_ROWS, len(positions))):
+            with pa.OSFile(str(spill / f"{bucket}.arrow")) as source:
+                table = pa.ipc.open_file(source).read_all()
+            writer.write(table.take(pa.array(np.argsort(positions[bucket], kind="stable"))))
+            (spill / f"{bucket}.arrow").unlink()
         writer.close()
-        files.append({"path": name, "rows": shard.height, "bytes": (folder / name).stat().st_size,
+        files.append({"path": name, "rows": writer.rows, "bytes": (folder / name).stat().st_size,
                       "sha256": sha256_file(folder / name)})
+    spill.rmdir()
     return files
 
 
-def gather(parts: list[InputFile], locations: pl.DataFrame) -> pa.Table:
-    """The full rows at (`part`, `row`), in the order of `locations`, reading only the row groups
-    that hold them, one at a time (memory: one row group plus the rows taken)."""
-    located = locations.select("part", "row").with_row_index("pos")
-    pieces, positions = [], []
+def spill_rows(parts: list[InputFile], rows: pl.DataFrame, spill: Path) -> list[np.ndarray]:
+    """Copy the rows at (`part`, `row`) into Arrow files of BUCKET_ROWS consecutive output
+    positions each, reading every row group that holds any of them once; return each bucket's
+    positions (in `rows`) in file order.
+
+    Rows are drawn at random across the sources, so every shard needs nearly every row group:
+    reading each once and spilling keeps memory at one row group plus one bucket, where gathering
+    per shard would decode every source once per shard."""
+    located = rows.select("part", "row").with_row_index("pos").with_columns(bucket=pl.col("pos") // BUCKET_ROWS)
+    n_buckets = max(1, -(-rows.height // BUCKET_ROWS))
+    writers = [pa.ipc.new_file(str(spill / f"{b}.arrow"), schema.SCHEMA) for b in range(n_buckets)]
+    positions: list[list[np.ndarray]] = [[] for _ in range(n_buckets)]
     for (part,), wanted in located.sort("part", "row").group_by("part", maintain_order=True):
         file = pq.ParquetFile(parts[part].path)
         starts = np.cumsum([0] + [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)])
-        rows = wanted["row"].to_numpy()
-        groups = np.searchsorted(starts, rows, side="right") - 1
+        at, pos, bucket = (wanted[c].to_numpy() for c in ("row", "pos", "bucket"))
+        groups = np.searchsorted(starts, at, side="right") - 1
         for g in np.unique(groups):
-            mask = groups == g
-            table = file.read_row_group(int(g), columns=list(schema.COLUMNS))
-            pieces.append(table.take(pa.array(rows[mask] - starts[g])).cast(schema.SCHEMA))
-            positions.append(wanted["pos"].to_numpy()[mask])
-    if not pieces:
-        return schema.SCHEMA.empty_table()
-    table = pa.concat_tables(pieces)
-    return table.take(pa.array(np.argsort(np.concatenate(positions), kind="stable")))
+            in_group = groups == g
+            table = file.read_row_group(int(g), columns=list(schema.COLUMNS)).cast(schema.SCHEMA)
+            local, where, to = at[in_group] - starts[g], pos[in_group], bucket[in_group]
+            for b in np.unique(to):
+                mine = to == b
+                writers[b].write_table(table.take(pa.array(local[mine])))
+                positions[b].append(where[mine])
+    for writer in writers:
+        writer.close()
+    return [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in positions]
 
 
 def sha256_file(path: Path) -> str:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from uftdata import layouts, schema
 from uftdata.accounting import Summary
-from uftdata.ids import with_ids
+from uftdata.ids import first_user_content, hex_digests, message_texts, turn_text
 from uftdata.reader import LINE, InputFile, Progress, first_record, iter_frames
 from uftdata.rejects import Rejects
 
@@ -95,7 +95,8 @@ def unfold_frame(conv: pl.DataFrame, *, source: str) -> tuple[pl.DataFrame, dict
     )
     role, content = pl.col("msg").struct.field("role"), pl.col("msg").struct.field("content")
     has_system = (pl.col("pos") == 0).and_(role == "system").any().over("conv")
-    msgs = msgs.with_columns(problem=_first_problem(role, content, pl.col("pos"), has_system), role=role)
+    msgs = msgs.with_columns(problem=_first_problem(role, content, pl.col("pos"), has_system), role=role,
+                             has_system=has_system.cast(pl.Int64))
     first_bad = pl.col("pos").filter(pl.col("problem").is_not_null()).min().over("conv")
     msgs = msgs.with_columns(
         cut=first_bad.fill_null(pl.col("pos").max().over("conv") + 1),
@@ -123,14 +124,20 @@ def unfold_frame(conv: pl.DataFrame, *, source: str) -> tuple[pl.DataFrame, dict
         .group_by("reason").agg(n=pl.len())
     )
 
-    parents = conv.select("messages", "record_id")[kept["conv"]]
-    rows = pl.concat([parents, kept.select("pos", "msg")], how="horizontal").select(
+    # Per conversation, once: each message's canonical piece and the group (first user message).
+    per_conv = conv.select(texts=message_texts(pl.col("messages")), group=first_user_content(pl.col("messages")))
+    per_conv = per_conv.with_columns(group=hex_digests(per_conv["group"]))
+    parents = pl.concat([conv.select("messages", "record_id"), per_conv], how="horizontal")[kept["conv"]]
+    rows = pl.concat([parents, kept.select("pos", "msg", "has_system")], how="horizontal").select(
         prompt=pl.col("messages").list.slice(0, pl.col("pos")),
         completion=pl.concat_list(pl.col("msg")),
         record_id=pl.col("record_id"),
+        group=pl.col("group"),
+        id=turn_text(pl.col("texts"), pl.col("pos")),
+        # The prompt is a valid alternating prefix, so the assistant messages in it are:
+        turn=((pl.col("pos") - pl.col("has_system")) // 2).cast(pl.Int32),
     )
-    turn = pl.col("prompt").list.eval(pl.element().struct.field("role") == "assistant").list.sum().cast(pl.Int32)
-    rows = rows.with_columns(turn=turn).with_columns(
+    rows = rows.with_columns(id=hex_digests(rows["id"])).with_columns(
         score=pl.lit(1.0, dtype=pl.Float32),
         kind=pl.lit("sft"),
         label=pl.lit(None, dtype=pl.Boolean),
@@ -139,7 +146,7 @@ def unfold_frame(conv: pl.DataFrame, *, source: str) -> tuple[pl.DataFrame, dict
         source_id=pl.format("{}#{}", pl.col("record_id"), pl.col("turn")),
         attributes=pl.lit(None, dtype=schema.POLARS_SCHEMA["attributes"]),
     )
-    return with_ids(rows), counts
+    return rows, counts
 
 
 def unfold_file(
