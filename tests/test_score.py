@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from uftdata.cli import app
 from uftdata.errors import RecordError, UftDataError
+from uftdata.fields import rescale, source_id_from
 from uftdata.layouts import BY_NAME
 from uftdata.rows import Drop, build_rows
 from uftdata.schema import SCHEMA
@@ -22,8 +23,6 @@ from uftdata.score import (
     ScoreOptions,
     adapter_for,
     check_weights,
-    rescale,
-    source_id_from,
     to_unit,
     weighted_range,
     weighted_score,

@@ -53,10 +53,7 @@ from uftdata.conversation import (
     split_last_assistant,
 )
 from uftdata.errors import RecordError, UftDataError
-from uftdata.layouts import Layout
-from uftdata.pairs import pairs_from_scores
-from uftdata.rows import Adapter, Drop, Row
-from uftdata.score import (
+from uftdata.fields import (
     MISSING_RATINGS,
     prompt_messages,
     rating,
@@ -65,6 +62,9 @@ from uftdata.score import (
     source_id_from,
     string_field,
 )
+from uftdata.layouts import Layout
+from uftdata.pairs import pairs_from_scores
+from uftdata.rows import Adapter, Drop, Row
 
 __all__ = ["FeedbackOptions", "adapter_for", "pairs_from_scores"]
 

@@ -17,11 +17,20 @@ from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
 
-from uftdata.conversation import Message, as_messages, split_helpsteer2_prompt
+from uftdata.conversation import Message, split_helpsteer2_prompt
 from uftdata.errors import RecordError, UftDataError
+from uftdata.fields import (
+    MISSING_RATINGS,
+    mean_rating,
+    prompt_messages,
+    rating,
+    rescale,
+    response_message,
+    source_id_from,
+    string_field,
+)
 from uftdata.layouts import Layout
 from uftdata.rows import Adapter, Drop, Row
-from uftdata.schema import ROLES
 
 HELPSTEER2_WEIGHTS: Mapping[str, float] = MappingProxyType({"helpfulness": 0.65, "correctness": 0.8, "coherence": 0.45})
 HELPSTEER_ATTRIBUTES = ("coherence", "complexity", "correctness", "helpfulness", "verbosity")
@@ -29,14 +38,7 @@ HELPSTEER_ATTRIBUTES = ("coherence", "complexity", "correctness", "helpfulness",
 ULTRAFEEDBACK_RATINGS: Mapping[str, tuple[str, float, float]] = MappingProxyType(
     {"overall": ("overall_score", 1.0, 10.0), "fine-grained": ("fine-grained_score", 1.0, 5.0)}
 )
-MISSING_RATINGS = ("N/A", None)  # how UltraFeedback marks a completion its annotator did not rate
 SNAP_TOLERANCE = 1e-9  # float64 rounding of the weighted sums, not bad data (4/4/4 / 7.6 = 1.0000000000000002)
-
-
-def source_id_from(where: str) -> str:
-    """A reader position as `source_id`: "helpsteer2.jsonl: line 3" -> "helpsteer2.jsonl:3"."""
-    name, _, position = where.rpartition(": ")
-    return f"{name}:{position.rsplit(' ', 1)[-1]}"
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,6 @@ class ScoreOptions:
 
 # ---------------------------------------------------------------------------------------------
 # Pure arithmetic
-
-
-def rescale(value: float, lo: float, hi: float) -> float:
-    """`value` on [lo, hi] mapped linearly to [0, 1] (not clipped)."""
-    return (value - lo) / (hi - lo)
 
 
 def weighted_range(weights: Mapping[str, float], attribute_range: tuple[float, float]) -> tuple[float, float]:
@@ -101,54 +98,6 @@ def check_weights(weights: Mapping[str, float], attribute_range: tuple[float, fl
     if not lo < hi:
         raise UftDataError("--weight", "leaves no range to rescale (all weights zero, or none given)",
                            got=dict(weights), fix="Give at least one non-zero weight, e.g. --weight helpfulness=1.")
-
-
-# ---------------------------------------------------------------------------------------------
-# Field readers (each names the field it rejects)
-
-
-def rating(value: object, where: str, field: str, lo: float, hi: float) -> float:
-    """A number in [lo, hi] (bools are not ratings, though Python counts them as ints)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RecordError(where, field, "is not a number", got=value, expected=f"a rating in {lo:g}-{hi:g}")
-    if not lo <= value <= hi:
-        raise RecordError(where, field, "is outside the rating range", got=value, expected=f"a rating in {lo:g}-{hi:g}")
-    return float(value)
-
-
-def mean_rating(value: object, where: str, field: str, lo: float, hi: float) -> float:
-    """The mean of a per-annotator list of ratings (HelpSteer2 disagreements)."""
-    if not isinstance(value, list) or not value:
-        raise RecordError(where, field, "is not a non-empty list of ratings", got=value)
-    return math.fsum(rating(v, where, f"{field}[{i}]", lo, hi) for i, v in enumerate(value)) / len(value)
-
-
-def string_field(value: object, where: str, field: str) -> str:
-    if not isinstance(value, str):
-        raise RecordError(where, field, "is missing or not a string", got=value)
-    return value
-
-
-def prompt_messages(value: object, where: str, field: str) -> list[Message]:
-    """A string (one user message) or a message list; either way it must end with a user message."""
-    messages = as_messages(value, where, field, role="user")
-    bad_role = next((m["role"] for m in messages if m["role"] not in ROLES), None)
-    if bad_role is not None:
-        raise RecordError(where, field, "has an unknown role", got=bad_role, expected=", ".join(ROLES))
-    if not messages or messages[-1]["role"] != "user":
-        raise RecordError(where, field, "does not end with a user message",
-                          got=messages[-1]["role"] if messages else "[]")
-    return messages
-
-
-def response_message(value: object, where: str, field: str) -> Message:
-    """A string, an assistant message, or a one-element list holding one."""
-    if isinstance(value, str):
-        return {"role": "assistant", "content": value}
-    messages = as_messages(value if isinstance(value, list) else [value], where, field, role="assistant")
-    if len(messages) != 1 or messages[0]["role"] != "assistant":
-        raise RecordError(where, field, "is not one assistant message", got=value)
-    return messages[0]
 
 
 def score_row(prompt: list[Message], completion: Message, score: float, source_id: str,
