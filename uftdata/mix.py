@@ -119,7 +119,7 @@ def plan(spec: MixtureSpec, rejects: Rejects) -> Plan:
     seen = pl.DataFrame(schema={"unit": pl.String, "id": pl.String, "score": pl.Float32})
     test_groups: set[str] = set()
     for source in spec.sources:
-        files = [f for f in expand_inputs([source.path]) if f.container == "parquet"] or expand_inputs([source.path])
+        files = expand_inputs([source.path])
         state = SourceState(source, _source_name(source.path), list(range(len(parts), len(parts) + len(files))))
         parts += files
         rows = _read_all(files, state.parts, rejects, state)
