@@ -166,3 +166,27 @@ def test_cli_failure_keeps_the_previous_output(tmp_path: Path) -> None:
     assert result.exception.line() == "bad.jsonl: line 5: is not JSON (Expecting value at column 1)."
     assert out.read_bytes() == before
     assert listing(out.parent) == ["rows.parquet"]
+
+
+def test_a_killed_writer_leaves_no_output(tmp_path: Path) -> None:
+    # SIGKILL runs no cleanup: the output must still never appear, only the hidden partial file.
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from uftdata.rows import build_rows\n"
+        "from uftdata.writer import open_rows\n"
+        "row = {'prompt': [{'role': 'user', 'content': 'q'}], 'completion': {'role': 'assistant', 'content': 'a'},\n"
+        "       'score': 1.0, 'kind': 'sft', 'label': None, 'pair': None, 'source_id': 'x:1', 'attributes': None}\n"
+        "with open_rows(Path(sys.argv[1])) as writer:\n"
+        "    writer.write(build_rows([row] * 6000, source='s'))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "rows.parquet")], check=False)
+    assert done.returncode == -signal.SIGKILL
+    names = listing(tmp_path)
+    assert "rows.parquet" not in names
+    assert len(names) == 1 and names[0].startswith(".rows.parquet.") and names[0].endswith(".partial")
