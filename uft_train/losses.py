@@ -1,0 +1,215 @@
+"""Training losses: pure functions over per-example sequence log-probs (DESIGN.md, "The method").
+
+Every `*_logps` argument is a 1-D tensor `[B]`: log-probs summed over each completion's tokens (prompt
+masked). Every loss returns a `[B]` tensor of per-example terms, and the training loop reduces them
+(DESIGN.md, "Reduction"): the sum of a step's terms divided by the number of terms in the optimizer step
+(all micro-batches, all ranks), or by the step's completion tokens where `LossSpec.denominator` is
+`"tokens"` (`sft`). Reducing outside keeps the math independent of micro-batching and DDP.
+
+Gradients reach the policy log-probs only: reference log-probs, targets and KTO's `kl` are detached
+here, so a reference pass that forgot `torch.no_grad()` cannot leak into the update.
+
+Dtype: each loss computes in the promoted dtype of its log-prob arguments (float32 in, float32 out;
+bfloat16 in, bfloat16 out) and casts targets to it, so float64 scores from numpy do not silently turn
+a float32 loss into float64. Checks look only at shapes and dtypes, never at tensor values, so no
+loss forces a device sync.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def implicit_reward(policy_logps: Tensor, ref_logps: Tensor, *, beta: float) -> Tensor:
+    """`r = beta * (logp_policy(y|x) - logp_ref(y|x))` per example, `[B]`; the loop logs it per kind."""
+    dtype = _check_logps("implicit_reward", policy_logps=policy_logps, ref_logps=ref_logps)
+    return _reward(policy_logps, ref_logps, beta=beta, dtype=dtype)
+
+
+def una_mse(policy_logps: Tensor, ref_logps: Tensor, scores: Tensor, *, beta: float) -> Tensor:
+    """UNA score loss, the UFT loss (UNA Eq. 13, UFT Eq. 6): `(sigmoid(r) - score)^2`.
+
+    `scores` are explicit rewards in [0, 1]; sft rows carry 1 (UFT Eq. 7).
+    """
+    dtype = _check_logps("una_mse", policy_logps=policy_logps, ref_logps=ref_logps)
+    scores = _target("una_mse", "scores", scores, like=policy_logps, dtype=dtype)
+    reward = _reward(policy_logps, ref_logps, beta=beta, dtype=dtype)
+    return (torch.sigmoid(reward) - scores).square()
+
+
+def una_bce(policy_logps: Tensor, ref_logps: Tensor, scores: Tensor, *, beta: float) -> Tensor:
+    """UNA binary loss: `-[score * logsigmoid(r) + (1 - score) * logsigmoid(-r)]`.
+
+    The papers use it for 0/1 targets only, where it is the logistic loss on `r`. Fractional scores
+    (score rows, sft rows' 1.0 mixed with them) are our extension: the cross-entropy against a soft
+    label, minimised at `sigmoid(r) = score` like `una_mse`.
+    """
+    dtype = _check_logps("una_bce", policy_logps=policy_logps, ref_logps=ref_logps)
+    scores = _target("una_bce", "scores", scores, like=policy_logps, dtype=dtype)
+    reward = _reward(policy_logps, ref_logps, beta=beta, dtype=dtype)
+    return -(scores * F.logsigmoid(reward) + (1 - scores) * F.logsigmoid(-reward))
+
+
+def dpo(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    *,
+    beta: float,
+) -> Tensor:
+    """DPO, one term per pair: `-logsigmoid(r_chosen - r_rejected)`, i.e.
+    `-logsigmoid(beta * ((pc - rc) - (pr - rr)))`."""
+    dtype = _check_logps(
+        "dpo",
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
+    chosen = _reward(policy_chosen_logps, ref_chosen_logps, beta=beta, dtype=dtype)
+    rejected = _reward(policy_rejected_logps, ref_rejected_logps, beta=beta, dtype=dtype)
+    return -F.logsigmoid(chosen - rejected)
+
+
+def kto(
+    policy_logps: Tensor,
+    ref_logps: Tensor,
+    desirable: Tensor,
+    kl: Tensor | float,
+    *,
+    beta: float,
+    desirable_weight: float,
+    undesirable_weight: float,
+) -> Tensor:
+    """KTO as TRL's `kto` loss type, with `lr = logp - logp_ref`:
+    desirable rows `w_d * (1 - sigmoid(beta * (lr - kl)))`, others `w_u * (1 - sigmoid(beta * (kl - lr)))`.
+
+    `desirable` is a bool `[B]` (sft rows true; binary and pairwise rows by `label`). `kl` is the
+    step's scalar reference point from `kto_kl_estimate`; it is detached here, as in the paper and
+    TRL, so no gradient flows through it.
+    """
+    dtype = _check_logps("kto", policy_logps=policy_logps, ref_logps=ref_logps)
+    _check_shape("kto", "desirable", desirable, like=policy_logps)
+    if desirable.dtype != torch.bool:
+        raise ValueError(f"kto: desirable is not a bool mask (got dtype {desirable.dtype}); expected torch.bool. "
+                         "Pass the rows' labels as a bool mask.")
+    kl = torch.as_tensor(kl, dtype=dtype, device=policy_logps.device).detach()
+    if kl.ndim != 0:
+        raise ValueError(f"kto: kl must be a scalar tensor (got shape {tuple(kl.shape)}); expected shape (). "
+                         "Compute it once per step with kto_kl_estimate.")
+    log_ratio = policy_logps.to(dtype) - ref_logps.detach().to(dtype)
+    # 1 - sigmoid(x) is written sigmoid(-x): the same value without cancellation when sigmoid(x) -> 1.
+    desirable_terms = desirable_weight * torch.sigmoid(beta * (kl - log_ratio))
+    undesirable_terms = undesirable_weight * torch.sigmoid(beta * (log_ratio - kl))
+    return torch.where(desirable, desirable_terms, undesirable_terms)
+
+
+def kto_kl_estimate(mismatched_policy_logps: Tensor, mismatched_ref_logps: Tensor) -> Tensor:
+    """KTO's reference point: `clamp(mean(logp(y_j|x_i) - logp_ref(y_j|x_i)), min=0)`, detached, shape `()`.
+
+    The inputs are the log-probs of each row's completion under its derangement partner's prompt,
+    for the whole optimizer step (gathered over micro-batches and ranks): the clamp applies to the
+    global mean, which the mean of per-micro-batch clamped means is not.
+    """
+    dtype = _check_logps("kto_kl_estimate", mismatched_policy_logps=mismatched_policy_logps,
+                         mismatched_ref_logps=mismatched_ref_logps)
+    if mismatched_policy_logps.numel() == 0:
+        raise ValueError("kto_kl_estimate: no mismatched pairs (got 0 rows); expected at least 1. "
+                         "KTO needs a global batch of at least 2.")
+    log_ratio = mismatched_policy_logps.detach().to(dtype) - mismatched_ref_logps.detach().to(dtype)
+    return log_ratio.mean().clamp(min=0)
+
+
+def sft(policy_logps: Tensor, n_tokens: Tensor) -> Tensor:
+    """Supervised fine-tuning: each example's NLL summed over its completion tokens, `-logp(y|x)`.
+
+    Not a per-example mean: DESIGN.md divides the step's summed NLL by the step's completion tokens
+    (`LossSpec.denominator == "tokens"`), so every token weighs the same whatever the micro-batching.
+    `n_tokens` (`[B]`, the completion token counts the loop will sum for that denominator) is taken
+    only so a mismatch with the log-probs is caught here.
+    """
+    _check_logps("sft", policy_logps=policy_logps)
+    _check_shape("sft", "n_tokens", n_tokens, like=policy_logps)
+    return -policy_logps
+
+
+Kind = Literal["sft", "score", "binary", "pairwise"]  # uftdata.schema.Kind; tests keep the two equal
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What the training loop needs to know to call one loss.
+
+    fn: the loss function; its positional arguments are tensors, its keyword-only ones hyperparameters.
+    needs_reference: whether fn takes reference log-probs (the adapter-disabled pass or the cache).
+    kinds: the row kinds it trains on (DESIGN.md, "Loss x kind"); others are a load-time error.
+    hyperparameters: fn's keyword-only arguments: the recipe's `loss.*` keys besides `name`.
+    denominator: what a step's summed terms are divided by: its number of terms, or its completion tokens.
+    """
+
+    fn: Callable[..., Tensor]
+    needs_reference: bool
+    kinds: frozenset[Kind]
+    hyperparameters: tuple[str, ...]
+    denominator: Literal["terms", "tokens"] = "terms"
+
+
+_ALL_KINDS: frozenset[Kind] = frozenset({"sft", "score", "binary", "pairwise"})
+
+# una_* train pairwise rows as two scored rows, or as one DPO term per pair with `loss.pairwise: dpo`
+# (the loop's choice); kto reads sft rows as desirable and binary/pairwise rows by `label`.
+LOSSES: Mapping[str, LossSpec] = MappingProxyType({
+    "una_mse": LossSpec(una_mse, needs_reference=True, kinds=_ALL_KINDS, hyperparameters=("beta",)),
+    "una_bce": LossSpec(una_bce, needs_reference=True, kinds=_ALL_KINDS, hyperparameters=("beta",)),
+    "dpo": LossSpec(dpo, needs_reference=True, kinds=frozenset({"pairwise"}), hyperparameters=("beta",)),
+    "kto": LossSpec(kto, needs_reference=True, kinds=frozenset({"sft", "binary", "pairwise"}),
+                    hyperparameters=("beta", "desirable_weight", "undesirable_weight")),
+    "sft": LossSpec(sft, needs_reference=False, kinds=frozenset({"sft"}), hyperparameters=(), denominator="tokens"),
+})
+
+
+def get_loss(name: str) -> LossSpec:
+    """The table entry for a recipe's `loss.name`; an unknown name is a `ValueError` listing the known ones."""
+    if not isinstance(name, str) or name not in LOSSES:
+        raise ValueError(f"loss.name: unknown loss (got {name!r}); expected one of {', '.join(LOSSES)}. "
+                         "Set loss.name in the recipe to one of them.")
+    return LOSSES[name]
+
+
+def _reward(policy_logps: Tensor, ref_logps: Tensor, *, beta: float, dtype: torch.dtype) -> Tensor:
+    return beta * (policy_logps.to(dtype) - ref_logps.detach().to(dtype))
+
+
+def _check_logps(where: str, **logps: Tensor) -> torch.dtype:
+    """Every log-prob argument is a floating 1-D `[B]` tensor of one shape; returns the dtype to compute in."""
+    first_name, first = next(iter(logps.items()))
+    for name, tensor in logps.items():
+        if not tensor.is_floating_point():
+            raise ValueError(f"{where}: {name} is not floating point (got dtype {tensor.dtype}); "
+                             "expected a floating-point tensor of log-probs.")
+        if tensor.ndim != 1:
+            raise ValueError(f"{where}: {name} is not 1-D (got shape {tuple(tensor.shape)}); expected [B]. "
+                             "Sum per-token log-probs over each completion first.")
+        _check_shape(where, name, tensor, like=first, like_name=first_name)
+    return functools.reduce(torch.promote_types, (tensor.dtype for tensor in logps.values()))
+
+
+def _check_shape(where: str, name: str, tensor: Tensor, *, like: Tensor, like_name: str = "policy_logps") -> None:
+    # Equal shapes, not broadcastable ones: a [B, 1] against a [B] would silently give [B, B] terms.
+    if tensor.shape != like.shape:
+        raise ValueError(f"{where}: {name} has the wrong shape (got {tuple(tensor.shape)}); "
+                         f"expected the shape of {like_name}, {tuple(like.shape)}: one value per example.")
+
+
+def _target(where: str, name: str, tensor: Tensor, *, like: Tensor, dtype: torch.dtype) -> Tensor:
+    _check_shape(where, name, tensor, like=like)
+    return tensor.detach().to(dtype)
