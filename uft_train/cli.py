@@ -1,51 +1,187 @@
-"""`uft-train`: for now, checks that a recipe's training data is built and valid.
+"""`uft-train RECIPE.yaml [key.path=value ...]`: train the recipe's one stage.
 
-The trainer itself (losses, loop, LoRA) is issue 3. `uft-train` never builds a mixture: when the
-recipe's data is missing, it names the missing `manifest.json` and the command that builds it.
+`--dry-run` loads and validates the recipe and prints it resolved, without importing torch or
+downloading anything; `--check-data` validates the recipe's mixture. `uft-train` never builds a
+mixture: when the recipe's data is missing, it names the missing `manifest.json` and the command
+that builds it. User errors: one line per problem on stderr, exit 2, no traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
+from uft_train.config import Recipe, RecipeError, data_path, load_recipe, recipe_help, recipe_to_dict, recipe_to_yaml
 from uftdata.errors import UftDataError
-from uftdata.inspect import inspect_path, render
-from uftdata.mixspec import load_recipe_mixture
+from uftdata.mixspec import parse_take
+
+USAGE = ("uft-train RECIPE.yaml [KEY.PATH=VALUE ...] [--dry-run [--allow-missing-data] | --check-data]\n"
+         "       uft-train export RUN_DIR -o OUT")
 
 
-def data_path(recipe: Path) -> Path:
-    """`data.path`, defaulting to `mixture.out` (DESIGN.md, "Recipes")."""
-    raw = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
-    path = (raw.get("data") or {}).get("path")
-    if path is None:
-        path = load_recipe_mixture(recipe).out
-    if path is None:
-        raise UftDataError(str(recipe), "has neither data.path nor mixture.out")
-    return Path(path)
+def mix_command(recipe_path: Path, overrides: Sequence[str]) -> str:
+    if any(o.startswith("mixture") for o in overrides):  # `uftdata mix` reads the file, not our overrides
+        return f"uftdata mix {recipe_path}, after writing your mixture.* overrides into it"
+    return f"uftdata mix {recipe_path}"
 
 
-def check_data(recipe: Path) -> int:
+def not_built(manifest: Path, recipe_path: Path, overrides: Sequence[str]) -> UftDataError:
+    return UftDataError(str(manifest), "not found: the mixture is not built",
+                        fix=f"Build it with: {mix_command(recipe_path, overrides)}")
+
+
+def missing_inputs(recipe: Recipe, recipe_path: Path, overrides: Sequence[str] = ()) -> list[UftDataError]:
+    """What the run reads and is not there: the built mixture, and a stage-1 adapter if one is named."""
+    missing = []
+    manifest = data_path(recipe) / "manifest.json"
+    if not manifest.is_file():
+        missing.append(not_built(manifest, recipe_path, overrides))
+    adapter = recipe.model.init_adapter
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        missing.append(UftDataError(f"model.init_adapter: {adapter}", "has no adapter_config.json",
+                                    fix="Train the first stage first (its output.dir/adapter)."))
+    return missing
+
+
+def stale_mixture(recipe: Recipe, recipe_path: Path, overrides: Sequence[str] = ()) -> UftDataError | None:
+    """The built mixture.out was made from another `mixture:` section (edited since, or overridden).
+
+    Compared: seed, on_short, total and each source's take and test split. Not the paths: the
+    manifest keeps input basenames and hashes. With data.path set, the mixture section is not read.
+    """
+    manifest_path = data_path(recipe) / "manifest.json"
+    if recipe.data.path is not None or recipe.mixture is None or not manifest_path.is_file():
+        return None
+    built = json.loads(manifest_path.read_text(encoding="utf-8"))
+    wanted = recipe_to_dict(Recipe(mixture=recipe.mixture))["mixture"]
+    differ = [f"{key}: built {built.get(key)!r}, recipe {wanted.get(key)!r}" for key in ("seed", "on_short", "total")
+              if built.get(key) != wanted.get(key)]
+    sources = built.get("sources", [])
+    if len(sources) != len(wanted["sources"]):
+        differ.append(f"sources: {len(sources)} built, {len(wanted['sources'])} in the recipe")
+    for i, (old, new) in enumerate(zip(sources, wanted["sources"])):
+        if _take(old.get("take")) != _take(new["take"]):
+            differ.append(f"sources[{i}].take: built {old.get('take')!r}, recipe {new['take']!r}")
+        if (old.get("test") or None) != new.get("test"):
+            differ.append(f"sources[{i}].test: built {old.get('test')!r}, recipe {new.get('test')!r}")
+    if not differ:
+        return None
+    return UftDataError(str(manifest_path), f"was built from another mixture section ({'; '.join(differ)})",
+                        fix=f"Rebuild it with: {mix_command(recipe_path, overrides)} (or point data.path at the mixture you mean).")
+
+
+def _take(text: object) -> tuple[int | None, float | None] | None:
+    try:
+        take = parse_take(text, "take")
+    except UftDataError:
+        return None
+    return take.count, take.fraction
+
+
+def check_data(recipe_path: Path, overrides: Sequence[str] = ()) -> int:
+    from uftdata.inspect import inspect_path, render  # polars-heavy; only this path needs it
+
+    recipe = load_recipe(recipe_path, overrides)
     folder = data_path(recipe)
     if not (folder / "manifest.json").is_file():
-        raise UftDataError(str(folder / "manifest.json"), "not found: the mixture is not built",
-                           fix=f"Build it with: uftdata mix {recipe}")
+        raise not_built(folder / "manifest.json", recipe_path, overrides)
     report = inspect_path(folder)
     print(render(report))
     return 1 if report["problems"] else 0
 
 
-def main() -> None:
-    args = sys.argv[1:]
-    if len(args) != 2 or args[0] != "--check-data" or args[1].startswith("-"):
-        print("usage: uft-train --check-data RECIPE.yaml\n\n"
-              "Checks that the recipe's mixture (data.path, default mixture.out) is built and valid.\n"
-              "Training itself is not implemented in this version (see the issue tracker).", file=sys.stderr)
-        sys.exit(2)
+def dry_run(recipe_path: Path, overrides: Sequence[str], *, allow_missing_data: bool) -> int:
+    """Print the resolved recipe (valid YAML; notes as comments); exit 2 on missing inputs unless allowed."""
+    recipe = load_recipe(recipe_path, overrides)
+    print(recipe_to_yaml(recipe), end="")
+    print(f"# data: {data_path(recipe)}")
+    missing = missing_inputs(recipe, recipe_path, overrides)
+    for error in missing:
+        print(f"uft-train: {'warning' if allow_missing_data else 'error'}: {error.line()}", file=sys.stderr)
+    stale = stale_mixture(recipe, recipe_path, overrides)
+    if stale is not None:
+        raise stale
+    return 2 if missing and not allow_missing_data else 0
+
+
+def run_training(recipe_path: Path, overrides: Sequence[str]) -> int:
+    recipe = load_recipe(recipe_path, overrides)
+    problems = [*missing_inputs(recipe, recipe_path, overrides), stale_mixture(recipe, recipe_path, overrides)]
+    if any(problems):
+        raise RecipeError([p.line() for p in problems if p is not None])
+    from uft_train.report import run_report
+    from uft_train.train import train
+
+    run_dir = train(recipe, recipe_path)
+    print(run_report(run_dir))
+    return 0
+
+
+def export(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="uft-train export",
+                                description="Merge a finished run's adapter into its base model and save it "
+                                            "(safetensors + tokenizer) for evaluation harnesses and servers.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    args = p.parse_args(argv)
+    from uft_train.export import export_run
+
+    print(f"uft-train: exported {export_run(args.run_dir, args.out)}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="uft-train", usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one stage of a recipe (DESIGN.md): the base model + a LoRA adapter, one loss, on the\n"
+                    "mixture that `uftdata mix RECIPE.yaml` builds. KEY.PATH=VALUE overrides any recipe key below\n"
+                    "(VALUE is YAML: loss.beta=0.1, lora.targets=[q_proj,v_proj], mixture.sources.0.take=16k).",
+        epilog="recipe keys (KEY: TYPE = DEFAULT):\n" + recipe_help(),
+    )
+    # Optional only for argparse: with intermixed parsing, a missing required positional is
+    # reported as if the overrides were required too.
+    p.add_argument("recipe", type=Path, nargs="?", metavar="RECIPE.yaml", help="the recipe (see recipes/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY.PATH=VALUE", help="recipe values to replace")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, print the resolved recipe and the data path, check the inputs exist; no torch")
+    p.add_argument("--allow-missing-data", action="store_true",
+                   help="with --dry-run: a mixture or stage-1 adapter not built yet is a warning, not an error")
+    p.add_argument("--check-data", action="store_true", help="validate the recipe's built mixture (uftdata inspect)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["export"]:
+        try:
+            sys.exit(export(argv[1:]))
+        except UftDataError as error:
+            print(f"uft-train: error: {error.line()}", file=sys.stderr)
+            sys.exit(2)
+    p = parser()
+    args = p.parse_intermixed_args(argv)  # overrides may come after --dry-run
+    if args.recipe is None:
+        p.error("the recipe is required (see recipes/)")
+    if args.allow_missing_data and not args.dry_run:
+        p.error("--allow-missing-data only applies with --dry-run")
+    if args.dry_run and args.check_data:
+        p.error("--dry-run and --check-data do not go together")
     try:
-        sys.exit(check_data(Path(args[1])))
-    except UftDataError as error:
-        print(f"uft-train: error: {error.line()}", file=sys.stderr)
+        if args.check_data:
+            code = check_data(args.recipe, args.overrides)
+        elif args.dry_run:
+            code = dry_run(args.recipe, args.overrides, allow_missing_data=args.allow_missing_data)
+        else:
+            code = run_training(args.recipe, args.overrides)
+    except UftDataError as error:  # RecipeError too: one line per problem
+        for line in error.line().splitlines():
+            print(f"uft-train: error: {line}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

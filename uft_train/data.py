@@ -1,0 +1,213 @@
+"""From a mixture split to tokenized examples (DESIGN.md, "Trainer": Loss x kind, Tokenization).
+
+`read_split` reads a built mixture (never builds one), `check_kinds` refuses rows the loss does not
+train on, `tokenize_split` renders and tokenizes every row once. Every row that does not become an
+`Example` is counted under a reason in `DROP_REASONS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import jinja2
+import polars as pl
+import pyarrow.parquet as pq
+
+from uftdata import schema
+from uftdata.errors import UftDataError
+
+Truncation = Literal["drop", "truncate_prompt_left"]
+TRUNCATIONS: tuple[str, ...] = get_args(Truncation)
+
+# Reasons a row is dropped at tokenization; `prompt_truncated` (kept rows whose prompt lost leading
+# tokens) is reported in the same counter but is not a drop.
+DROP_REASONS = ("template_prefix_mismatch", "empty_prompt", "empty_completion", "too_long",
+                "pair_incomplete", "partner_dropped")
+PROMPT_TRUNCATED = "prompt_truncated"
+
+COLUMNS = ("id", "prompt", "completion", "score", "kind", "label", "pair_id", "group")
+CHUNK_ROWS = 8192  # rows rendered and tokenized per batch call: bounds peak memory of the text lists
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenized row. The loss mask is `positions >= prompt_len`: lengths, never token ids."""
+
+    row: int                     # position in the mixture split (the reference cache's key)
+    kind: str
+    score: float
+    label: bool | None
+    pair_id: str | None
+    group: str
+    input_ids: tuple[int, ...]   # rendered prompt + completion tokens
+    prompt_len: int              # tokens of the rendered prompt (with the generation prompt)
+
+    @property
+    def completion_len(self) -> int:
+        return len(self.input_ids) - self.prompt_len
+
+
+def read_split(path: Path, split: str, *, recipe: Path | None = None) -> pl.DataFrame | None:
+    """The rows of `split` ("train", "test") of a mixture folder, in rank order; None if it has none.
+
+    A plain Parquet file in the row schema is the "train" split (and has no "test"). A folder without
+    `manifest.json` is not a finished mixture: the error names the file and `uftdata mix`.
+    """
+    path = Path(path)
+    if path.is_file():
+        return _read_files([path]) if split == "train" else None
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise UftDataError(str(manifest_path), "not found: the mixture is not built (or its build did not finish)",
+                           fix=f"Build it with: uftdata mix {recipe or 'RECIPE.yaml'}")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    entries = [f for f in manifest.get("files", []) if Path(f["path"]).name.startswith(f"{split}-")]
+    if not entries:
+        return None
+    files = []
+    for entry in sorted(entries, key=lambda f: f["path"]):
+        file = path / entry["path"]
+        rows = pq.read_metadata(file).num_rows if file.is_file() else None
+        if rows != entry["rows"]:
+            raise UftDataError(str(file), "is missing or does not match manifest.json", got=rows,
+                               expected=f"{entry['rows']} rows", fix=f"Rebuild the mixture: uftdata mix {recipe or 'RECIPE.yaml'}")
+        files.append(file)
+    return _read_files(files)
+
+
+def _read_files(files: Sequence[Path]) -> pl.DataFrame:
+    for file in files:
+        problems = schema.schema_problems(pq.read_schema(file))
+        if problems:
+            raise UftDataError(str(file), "is not in the row schema", got="; ".join(problems),
+                               expected="the columns of uftdata/schema.py", fix="Write it with a uftdata command.")
+    return pl.read_parquet(list(files), columns=list(COLUMNS))
+
+
+def check_kinds(rows: pl.DataFrame, allowed_kinds: Collection[str], keep: Collection[str] | None,
+                *, loss: str = "the loss") -> tuple[pl.DataFrame, Counter[str]]:
+    """`rows` limited to `keep` (`data.kinds`; None keeps all) and the rows removed, by kind.
+
+    Any remaining kind outside `allowed_kinds` is a load-time error that lists the counts by kind.
+    """
+    if keep is not None:
+        unknown = sorted(set(keep) - set(schema.KINDS))
+        if unknown:
+            raise UftDataError("data.kinds", "has unknown kinds", got=unknown, expected=f"a subset of {list(schema.KINDS)}")
+    counts = Counter(dict(rows.group_by("kind").len().iter_rows()))
+    removed = Counter({k: n for k, n in counts.items() if keep is not None and k not in keep})
+    if removed:
+        rows = rows.filter(pl.col("kind").is_in(list(keep or ())))
+    refused = sorted(k for k in counts if k not in removed and k not in allowed_kinds)
+    if refused:
+        by_kind = ", ".join(f"{k}: {counts[k]}" for k in sorted(counts))
+        allowed = sorted(allowed_kinds)
+        raise UftDataError(
+            "data", f"has rows of kinds {loss} does not train on ({', '.join(refused)})", got=by_kind,
+            expected=f"only {', '.join(allowed)}",
+            fix=f"Set data.kinds: [{', '.join(k for k in allowed if k in counts)}] to train on the rest, or choose another loss.",
+        )
+    return rows, removed
+
+
+def render(tokenizer, prompt: list[dict], completion: list[dict], template: str | None) -> tuple[str, str]:  # noqa: ANN001
+    """(rendered prompt with the generation prompt, rendered prompt + completion).
+
+    `template` (the recipe's `model.template`) replaces the tokenizer's chat template; it is only a
+    string, so it cannot add tokens to the vocabulary.
+    """
+    prompt_text = tokenizer.apply_chat_template(prompt, chat_template=template, tokenize=False,
+                                                add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(prompt + completion, chat_template=template, tokenize=False)
+    return prompt_text, full_text
+
+
+def tokenize_split(rows: pl.DataFrame, tokenizer, *, template: str | None, max_length: int,  # noqa: ANN001
+                   max_prompt_length: int, truncation: Truncation = "drop") -> tuple[list[Example], Counter[str]]:
+    """Examples for the rows that fit, and the count of the others by reason (plus `prompt_truncated`).
+
+    `drop` (default, the authors' rule): a row whose prompt is over `max_prompt_length` or whose
+    whole is over `max_length` tokens is dropped (`too_long`) with its pair partner
+    (`partner_dropped`). `truncate_prompt_left` instead removes leading prompt tokens to fit both
+    limits; a row is still dropped when its completion leaves no room for one prompt token.
+    Completions are never truncated.
+    """
+    if truncation not in TRUNCATIONS:
+        raise UftDataError("data.truncation", "is not a known mode", got=truncation, expected=" or ".join(TRUNCATIONS))
+    counts: Counter[str] = Counter()
+    kept: list[tuple[int, tuple[int, ...], int, bool]] = []  # (row, input_ids, prompt_len, truncated)
+    for start in range(0, rows.height, CHUNK_ROWS):
+        chunk = rows.slice(start, CHUNK_ROWS)
+        prompts, wholes = _render_chunk(chunk, tokenizer, template, start)
+        encoded = tokenizer(prompts + wholes, add_special_tokens=False)["input_ids"]
+        for i, (prompt_ids, ids) in enumerate(zip(encoded[:len(prompts)], encoded[len(prompts):])):
+            fitted = _fit(prompt_ids, ids, max_length=max_length, max_prompt_length=max_prompt_length,
+                          truncation=truncation)
+            if isinstance(fitted, str):
+                counts[fitted] += 1
+            else:
+                kept.append((start + i, *fitted))
+    kept = _drop_broken_pairs(rows, kept, counts)
+    counts[PROMPT_TRUNCATED] += sum(truncated for *_, truncated in kept)
+    score, kind, label, pair_id, group = (rows[c].to_list() for c in ("score", "kind", "label", "pair_id", "group"))
+    examples = [Example(row, kind[row], float(score[row]), label[row], pair_id[row], group[row], ids, prompt_len)
+                for row, ids, prompt_len, _ in kept]
+    return examples, +counts  # unary plus drops zero counts
+
+
+def _render_chunk(chunk: pl.DataFrame, tokenizer, template: str | None, start: int) -> tuple[list[str], list[str]]:  # noqa: ANN001
+    prompts, wholes = [], []
+    for i, (row_id, prompt, completion) in enumerate(chunk.select("id", "prompt", "completion").iter_rows()):
+        try:
+            prompt_text, whole_text = render(tokenizer, prompt, completion, template)
+        except jinja2.TemplateError as error:
+            raise UftDataError("model.template", f"cannot render row {start + i} (id {row_id})", got=str(error),
+                               fix="Fix the Jinja template in the recipe.") from None
+        prompts.append(prompt_text)
+        wholes.append(whole_text)
+    return prompts, wholes
+
+
+def _fit(prompt_ids: list[int], ids: list[int], *, max_length: int, max_prompt_length: int,
+         truncation: Truncation) -> tuple[tuple[int, ...], int, bool] | str:
+    """(input_ids, prompt_len, truncated) for a row that fits, else the reason it is dropped."""
+    prompt_len = len(prompt_ids)
+    if ids[:prompt_len] != prompt_ids:
+        return "template_prefix_mismatch"
+    completion_len = len(ids) - prompt_len
+    if prompt_len == 0:
+        return "empty_prompt"  # the first completion token would have nothing to be predicted from
+    if completion_len == 0:
+        return "empty_completion"
+    if prompt_len <= max_prompt_length and len(ids) <= max_length:
+        return tuple(ids), prompt_len, False
+    budget = min(max_prompt_length, max_length - completion_len)
+    if truncation == "drop" or budget < 1:
+        return "too_long"
+    return tuple(ids[prompt_len - budget:]), budget, True
+
+
+def _drop_broken_pairs(rows: pl.DataFrame, kept: list, counts: Counter[str]) -> list:
+    """`kept` without pairs that lost a row (`partner_dropped`) or never had two (`pair_incomplete`)."""
+    pair_ids = rows["pair_id"].to_list()
+    labels = rows["label"].to_list()
+    members: dict[str, list[int]] = {}
+    for row, pair_id in enumerate(pair_ids):
+        if pair_id is not None:
+            members.setdefault(pair_id, []).append(row)
+    survivors = {row for row, *_ in kept}
+    bad: set[int] = set()
+    for group in members.values():
+        if len(group) != 2 or {labels[r] for r in group} != {True, False}:
+            counts["pair_incomplete"] += sum(r in survivors for r in group)
+            bad.update(group)
+        elif not all(r in survivors for r in group):
+            counts["partner_dropped"] += sum(r in survivors for r in group)
+            bad.update(group)
+    return [k for k in kept if k[0] not in bad]

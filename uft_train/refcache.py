@@ -1,0 +1,96 @@
+"""Precomputed reference log-probs (`loss.reference: precompute`), cached outside the mixture.
+
+The cache file lives under `${UFT_CACHE:-~/.cache/uft}/refs/`, named by the sha256 of its key:
+the mixture's content hash, the model (id and revision, or the tiny model's config), the init
+adapter's hash, dtype, template, tokenizer, max lengths and truncation (DESIGN.md). The key is
+also stored inside the file and compared on load: a mismatch rebuilds, never reuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from uft_train.config import Recipe, data_path
+from uft_train.model import model_fingerprint, reference, sequence_logps
+from uftdata.atomic import atomic_path
+
+
+class ReferenceCache:
+    """Reference log-probs of the training rows, by row position in the train split."""
+
+    def __init__(self, rows: torch.Tensor, logps: torch.Tensor, path: Path, built: bool) -> None:
+        self.by_row = dict(zip(rows.tolist(), logps.tolist()))
+        self.path, self.built = path, built
+
+    def lookup(self, examples: list) -> torch.Tensor:
+        return torch.tensor([self.by_row[e.row] for e in examples], dtype=torch.float32)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("UFT_CACHE", Path.home() / ".cache" / "uft"))
+
+
+def cache_key(recipe: Recipe, tokenizer_dir: Path) -> dict:
+    folder = data_path(recipe)
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        content = json.loads(manifest.read_text(encoding="utf-8"))["content_hash"]
+    else:  # a plain Parquet file given as data.path
+        content = hashlib.sha256(folder.read_bytes()).hexdigest()
+    return {
+        "mixture_content_hash": content,
+        **model_fingerprint(recipe, tokenizer_dir),
+        "max_length": recipe.data.max_length,
+        "max_prompt_length": recipe.data.max_prompt_length,
+        "truncation": recipe.data.truncation,
+        "kinds": list(recipe.data.kinds) if recipe.data.kinds else None,
+        "loss_kinds": recipe.loss.name,  # which rows are kept depends on the loss
+    }
+
+
+def reference_cache(run, recipe: Recipe, tokenizer_dir: Path) -> ReferenceCache:  # noqa: ANN001
+    key = cache_key(recipe, tokenizer_dir)
+    text = json.dumps(key, sort_keys=True)
+    path = cache_root() / "refs" / f"{hashlib.sha256(text.encode()).hexdigest()}.safetensors"
+    built = False
+    if run.rank == 0 and stored_key(path) != text:
+        compute(run, path, text)
+        built = True
+    if run.world > 1:
+        dist.barrier()
+    with safe_open(str(path), framework="pt") as f:
+        return ReferenceCache(f.get_tensor("rows"), f.get_tensor("logps"), path, built)
+
+
+def stored_key(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("key")
+
+
+def compute(run, path: Path, key: str) -> None:  # noqa: ANN001
+    from uft_train import batching
+
+    size = run.recipe.train.micro_batch_size
+    rows, logps = [], []
+    run.model.eval()
+    for start in range(0, len(run.train), size):
+        examples = run.train[start:start + size]
+        batch = batching.collate(examples, run.pad_id)
+        args = [batch[k].to(run.device) for k in ("input_ids", "attention_mask", "loss_mask")]
+        with torch.no_grad(), reference(run.model):
+            logps.append(sequence_logps(run.model, *args).float().cpu())
+        rows += [e.row for e in examples]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"rows": torch.tensor(rows, dtype=torch.int64), "logps": torch.cat(logps)}, str(tmp),
+                  metadata={"key": key})

@@ -1,0 +1,301 @@
+"""The training loop: one loop for every loss (DESIGN.md, "Trainer").
+
+A step takes one global batch from the seeded sampler (the same on every rank), gives each rank
+its share in micro-batches, and reduces the loss as the sum of terms over the number of terms in
+the whole step (sft: over its completion tokens), so gradient accumulation and DDP do not change
+the math. Checkpoints hold the adapter, optimizer, scheduler, RNG and step; the batch schedule is a
+pure function of (seed, epoch), so a resumed run continues the same trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from uft_train import batching, losses
+from uft_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from uft_train.config import Recipe, data_path, recipe_to_yaml
+from uft_train.data import PROMPT_TRUNCATED, Example, check_kinds, read_split, tokenize_split
+from uft_train.kl import derangement, swap_completion
+from uft_train.model import add_adapter, load_tokenizer_and_model, reference, sequence_logps
+from uft_train.objective import count_terms, micro_batch_terms, uses_pair_terms
+from uft_train.refcache import ReferenceCache, reference_cache
+from uft_train.runfolder import RunFolder, setup_distributed
+from uft_train.schedule import make_optimizer, make_scheduler
+from uftdata.errors import UftDataError
+
+
+@dataclass
+class Run:
+    """Everything a step needs, built once."""
+
+    recipe: Recipe
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train: list[Example]
+    test: list[Example]
+    units: list[tuple[int, ...]]
+    pad_id: int
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    refs: ReferenceCache | None = None
+    spec: losses.LossSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spec = losses.get_loss(self.recipe.loss.name)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return batching.global_batches(self.train, self.units, batch_size=self.recipe.train.batch_size,
+                                       seed=self.recipe.train.seed, epoch=epoch)
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(run: Run):  # noqa: ANN201 - a context manager
+    bf16 = run.recipe.train.autocast_bf16 and run.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def forward(run: Run, examples: list[Example], *, grad: bool,
+            cached_reference: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Policy and reference log-probs of a micro-batch (the reference from the cache if there is one)."""
+    batch = {k: v.to(run.device) for k, v in batching.collate(examples, run.pad_id).items() if torch.is_tensor(v)}
+    args = (batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    with torch.set_grad_enabled(grad), autocast(run):
+        policy = sequence_logps(run.model, *args)
+    if not run.spec.needs_reference:
+        return policy, None
+    if run.refs is not None and cached_reference:
+        return policy, run.refs.lookup(examples).to(run.device)
+    with torch.no_grad(), reference(run.model), autocast(run):
+        return policy, sequence_logps(run.model, *args)
+
+
+def kto_kl(run: Run, batch: list[int], step: int) -> torch.Tensor:
+    """KL estimate over the step's global batch: each prompt with the completion of its partner in
+    a seeded derangement fixed before the batch is split, no gradient, averaged over all ranks
+    (DESIGN.md, KTO). Its reference is always computed online: the cache holds matched rows."""
+    partners = derangement(len(batch), seed=run.recipe.train.seed * 1_000_003 + step)
+    mine = batching.split_batch(list(range(len(batch))), micro_batch_size=run.recipe.train.micro_batch_size,
+                                world_size=run.world, rank=run.rank)
+    total = torch.zeros(2, device=run.device, dtype=torch.float64)
+    for micro in mine:
+        mismatched = [swap_completion(run.train[batch[i]], run.train[batch[partners[i]]]) for i in micro]
+        policy, ref = forward(run, mismatched, grad=False, cached_reference=False)
+        total += torch.stack([(policy - ref).double().sum(), torch.tensor(len(micro), device=run.device)])
+    if run.world > 1:
+        dist.all_reduce(total)
+    return (total[0] / total[1]).clamp(min=0).float().detach()
+
+
+def train_step(run: Run, batch: list[int], step: int) -> dict:
+    """One optimizer step over one global batch; returns the step's metrics."""
+    cfg = run.recipe.loss
+    rows = [run.train[i] for i in batch]
+    denominator = (sum(len(e.input_ids) - e.prompt_len for e in rows) if run.spec.denominator == "tokens"
+                   else count_terms(cfg, rows))
+    kl = kto_kl(run, batch, step) if cfg.name == "kto" else None
+    micro_batches = batching.split_batch(batch, micro_batch_size=run.recipe.train.micro_batch_size,
+                                         world_size=run.world, rank=run.rank)
+    stats = StepStats()
+    for k, micro in enumerate(micro_batches):
+        examples = [run.train[i] for i in micro]
+        sync = k == len(micro_batches) - 1 or run.world == 1
+        with (run.model.no_sync() if (run.world > 1 and not sync) else _nothing()):
+            policy, ref = forward(run, examples, grad=True)
+            terms = micro_batch_terms(cfg, examples, policy, ref, kl)
+            # DDP averages gradients over ranks; scaling by world size makes it a sum.
+            (terms.values.sum() * run.world / denominator).backward()
+        stats.add(terms, examples)
+    loss = stats.reduce(run, denominator)
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(loss)
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        [p for p in run.model.parameters() if p.requires_grad], run.recipe.optim.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss, "grad_norm": float(grad_norm), "lr": run.scheduler.get_last_lr()[0],
+            "tokens": stats.tokens, "padding_share": stats.padding_share(), **stats.by_kind(), **(
+                {"kto_kl": float(kl)} if kl is not None else {})}
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@dataclass
+class StepStats:
+    """Sums over a step's micro-batches (this rank), for the metrics."""
+
+    loss_sum: float = 0.0
+    tokens: int = 0
+    tokens_completion: int = 0
+    padded: int = 0
+    kinds: dict[str, list[float]] = field(default_factory=dict)
+    rewards: dict[str, list[float]] = field(default_factory=dict)
+    correct: list[bool] = field(default_factory=list)
+
+    def add(self, terms, examples: list[Example]) -> None:  # noqa: ANN001
+        values = terms.values.detach().float()
+        self.loss_sum += float(values.sum())
+        for kind, v in zip(terms.kinds, values.tolist()):
+            self.kinds.setdefault(kind, []).append(v)
+        if terms.rewards is not None:
+            for e, r in zip(examples, terms.rewards.tolist()):
+                self.rewards.setdefault(e.kind, []).append(r)
+        self.correct += terms.pair_correct
+        lengths = [len(e.input_ids) for e in examples]
+        self.tokens += sum(lengths)
+        self.tokens_completion += sum(len(e.input_ids) - e.prompt_len for e in examples)
+        self.padded += max(lengths) * len(lengths) - sum(lengths)
+
+    def reduce(self, run: Run, denominator: int) -> float:
+        total = torch.tensor([self.loss_sum], dtype=torch.float64)
+        if run.world > 1:
+            dist.all_reduce(total)
+        return float(total[0]) / denominator
+
+    def padding_share(self) -> float:
+        return self.padded / max(1, self.tokens + self.padded)
+
+    def by_kind(self) -> dict:
+        out: dict = {}
+        for kind, values in sorted(self.kinds.items()):
+            out[f"loss/{kind}"] = sum(values) / len(values)
+        for kind, values in sorted(self.rewards.items()):
+            out[f"reward/{kind}"] = sum(values) / len(values)
+        if self.correct:
+            out["reward_accuracy/pairwise"] = sum(self.correct) / len(self.correct)
+        return out
+
+
+def evaluate(run: Run) -> dict:
+    """Mean loss per term, per kind, mean reward per kind and pair accuracy on the test split."""
+    if not run.test:
+        return {}
+    run.model.eval()
+    stats = StepStats()
+    units = batching.make_units(run.test, pairs_as_one_term=uses_pair_terms(run.recipe.loss))
+    kl = torch.zeros((), device=run.device) if run.recipe.loss.name == "kto" else None
+    for micro in chunk_units(units, run.recipe.train.micro_batch_size):
+        examples = [run.test[i] for i in micro]
+        policy, ref = forward(run, examples, grad=False, cached_reference=False)
+        stats.add(micro_batch_terms(run.recipe.loss, examples, policy, ref, kl), examples)
+    n_terms = stats.tokens_completion if run.spec.denominator == "tokens" else count_terms(run.recipe.loss, run.test)
+    return {"eval/loss": stats.loss_sum / max(1, n_terms), **{f"eval/{k}": v for k, v in stats.by_kind().items()}}
+
+
+def chunk_units(units: list[tuple[int, ...]], size: int) -> list[list[int]]:
+    """Consecutive units packed into micro-batches of at most `size` rows; a pair is never split."""
+    chunks: list[list[int]] = [[]]
+    for unit in units:
+        if chunks[-1] and len(chunks[-1]) + len(unit) > size:
+            chunks.append([])
+        chunks[-1].extend(unit)
+    return [c for c in chunks if c]
+
+
+def load_examples(recipe: Recipe, tokenizer) -> tuple[list[Example], list[Example], dict]:  # noqa: ANN001
+    folder = data_path(recipe)
+    spec = losses.get_loss(recipe.loss.name)
+    report: dict = {}
+    out = []
+    for split in ("train", "test"):
+        rows = read_split(folder, split)
+        if rows is None or rows.height == 0:
+            out.append([])
+            continue
+        rows, kept = check_kinds(rows, spec.kinds, recipe.data.kinds)
+        examples, dropped = tokenize_split(rows, tokenizer, template=recipe.model.template,
+                                           max_length=recipe.data.max_length,
+                                           max_prompt_length=recipe.data.max_prompt_length,
+                                           truncation=recipe.data.truncation)
+        truncated = dropped.pop(PROMPT_TRUNCATED, 0)  # kept rows, not drops
+        report[split] = {"rows": rows.height, "examples": len(examples), "kinds_filtered": dict(kept),
+                         "dropped": dict(dropped), "prompt_truncated": truncated}
+        out.append(examples)
+    return out[0], out[1], report
+
+
+def train(recipe: Recipe, recipe_path: Path | None = None) -> Path:
+    """Run the recipe; returns the run folder (adapter/, metrics.jsonl, recipe.yaml, summary.json)."""
+
+    rank, world = setup_distributed()
+    torch.manual_seed(recipe.train.seed)
+    folder = RunFolder(Path(recipe.output.dir), overwrite=recipe.output.overwrite, rank=rank)
+    tokenizer, base = load_tokenizer_and_model(recipe, folder.tokenizer_dir())
+    device = pick_device(recipe.train.device)
+    model = add_adapter(base, recipe, implicit_reward=losses.get_loss(recipe.loss.name).needs_reference).to(device)
+    train_rows, test_rows, data_report = load_examples(recipe, tokenizer)
+    if not train_rows:
+        raise UftDataError(str(data_path(recipe)), "no training rows left after tokenization", got=data_report)
+    units = batching.make_units(train_rows, pairs_as_one_term=uses_pair_terms(recipe.loss))
+    steps_per_epoch = len(batching.global_batches(train_rows, units, batch_size=recipe.train.batch_size,
+                                                  seed=recipe.train.seed, epoch=0))
+    total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
+    optimizer = make_optimizer(model, recipe.optim)
+    scheduler = make_scheduler(optimizer, recipe.optim, total_steps)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    run = Run(recipe, model, optimizer, scheduler, train_rows, test_rows, units, tokenizer.pad_token_id, device,
+              rank, world)
+    if recipe.loss.reference == "precompute" and run.spec.needs_reference:
+        run.refs = reference_cache(run, recipe, folder.tokenizer_dir())
+    start = 0
+    checkpoint = latest_checkpoint(folder.path)
+    if checkpoint is not None:
+        start = load_checkpoint(checkpoint, run)
+    folder.start(recipe_to_yaml(recipe), data_report, steps_per_epoch, total_steps)
+    run_loop(run, folder, start, total_steps, steps_per_epoch)
+    return folder.path
+
+
+def run_loop(run: Run, folder, start: int, total_steps: int, steps_per_epoch: int) -> None:  # noqa: ANN001
+    cfg = run.recipe.train
+    schedule: dict[int, list[list[int]]] = {}
+    for step in folder.progress(range(start, total_steps), total_steps, start):
+        epoch, index = divmod(step, steps_per_epoch)
+        if epoch not in schedule:
+            schedule = {epoch: run.batches(epoch)}
+        run.model.train()
+        began = time.perf_counter()
+        try:
+            metrics = train_step(run, schedule[epoch][index], step)
+        except NonFiniteLoss as error:
+            save_checkpoint(folder.path, run, step)
+            raise UftDataError(f"step {step + 1}", "the loss is not finite", got=float(error.args[0]),
+                               fix=f"A checkpoint of the last good step is in {folder.path / 'checkpoints'}; "
+                                   "lower optim.lr or check the data.") from None
+        metrics.update(step=step + 1, epoch=epoch, tokens_per_s=metrics["tokens"] / (time.perf_counter() - began))
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            metrics.update(evaluate(run))
+        folder.log(metrics)
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
+            save_checkpoint(folder.path, run, step + 1)
+    final = evaluate(run)
+    folder.finish(run, final)
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
