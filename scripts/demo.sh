@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The data half end to end on the bundled data/: unfold, score, feedback, mix, inspect.
-# Outputs go to out/demo/ (ignored by git); run from the repository root.
+# The whole path on the bundled data/: unfold, score, feedback, mix, inspect, then a short UFT
+# training run of a tiny model built from config (recipes/tiny.yaml) and its report.
+# Outputs go to out/demo/ (ignored by git); run from the repository root. Nothing is downloaded.
 set -euo pipefail
 out=out/demo
 mkdir -p "$out"
@@ -13,3 +14,4 @@ uftdata feedback --pairs-from-scores "$out/helpsteer2.parquet" -o "$out/helpstee
 uftdata mix recipes/demo.yaml
 uftdata inspect "$out/mix_demo"
 python -c "import datasets; print(datasets.load_dataset('$out/mix_demo'))"
+uft-train recipes/tiny.yaml output.overwrite=true

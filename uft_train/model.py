@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def add_adapter(model: PreTrainedModel, recipe: Recipe, *, implicit_reward: bool
         r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.targets), bias="none", task_type="CAUSAL_LM",
         lora_dropout=0.0 if implicit_reward else lora.dropout,
     )
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated; not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, config)
     if recipe.model.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable()
         peft_model.enable_input_require_grads()

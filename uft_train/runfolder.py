@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,8 +27,11 @@ def setup_distributed() -> tuple[int, int]:
 class RunFolder:
     def __init__(self, path: Path, *, overwrite: bool, rank: int) -> None:
         self.path, self.rank = path, rank
-        if rank == 0 and (path / "adapter").exists() and not overwrite:
+        finished = (path / "adapter").exists()
+        if rank == 0 and finished and not overwrite:
             raise UftDataError(str(path), "holds a finished run", fix="Set output.overwrite=true or choose another output.dir.")
+        if rank == 0 and finished:  # a fresh run: no old metrics appended to, no old checkpoint resumed
+            shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         self._metrics = None
 
