@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,7 +117,8 @@ def run_training(recipe_path: Path, overrides: Sequence[str]) -> int:
     from uft_train.train import train
 
     run_dir = train(recipe, recipe_path)
-    print(run_report(run_dir))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
+        print(run_report(run_dir))
     return 0
 
 

@@ -2,8 +2,9 @@
 
 The cache file lives under `${UFT_CACHE:-~/.cache/uft}/refs/`, named by the sha256 of its key:
 the mixture's content hash, the model (id and revision, or the tiny model's config), the init
-adapter's hash, dtype, template, tokenizer, max lengths and truncation (DESIGN.md). The key is
-also stored inside the file and compared on load: a mismatch rebuilds, never reuses.
+adapter's hash, dtype, template, tokenizer, max lengths and truncation (DESIGN.md), and whether the
+reference runs under bf16 autocast (as online). The key is also stored inside the file and
+compared on load: a mismatch rebuilds, never reuses.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def cache_key(recipe: Recipe, tokenizer_dir: Path) -> dict:
 
 
 def reference_cache(run, recipe: Recipe, tokenizer_dir: Path) -> ReferenceCache:  # noqa: ANN001
-    key = cache_key(recipe, tokenizer_dir)
+    from uft_train.train import bf16_autocast  # imports this module: import here, when both are loaded
+
+    # The reference's precision is part of what the log-probs are (bf16 autocast on a GPU, not on CPU).
+    key = {**cache_key(recipe, tokenizer_dir), "bf16_autocast": bf16_autocast(run)}
     text = json.dumps(key, sort_keys=True)
     path = cache_root() / "refs" / f"{hashlib.sha256(text.encode()).hexdigest()}.safetensors"
     built = False
@@ -79,6 +83,7 @@ def stored_key(path: Path) -> str | None:
 
 def compute(run, path: Path, key: str) -> None:  # noqa: ANN001
     from uft_train import batching
+    from uft_train.train import autocast
 
     size = run.recipe.train.micro_batch_size
     rows, logps = [], []
@@ -87,7 +92,9 @@ def compute(run, path: Path, key: str) -> None:  # noqa: ANN001
         examples = run.train[start:start + size]
         batch = batching.collate(examples, run.pad_id)
         args = [batch[k].to(run.device) for k in ("input_ids", "attention_mask", "loss_mask")]
-        with torch.no_grad(), reference(run.model):
+        # The online reference's precision (bf16 autocast on a GPU), or cached and online differ
+        # and r != 0 at step 0.
+        with torch.no_grad(), reference(run.model), autocast(run):
             logps.append(sequence_logps(run.model, *args).float().cpu())
         rows += [e.row for e in examples]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -20,6 +21,9 @@ def setup_distributed() -> tuple[int, int]:
     """(rank, world size): from torchrun's environment, else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            # One GPU per process: `cuda` (train.device auto) then means this rank's GPU, not GPU 0.
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
@@ -38,13 +42,19 @@ class RunFolder:
     def tokenizer_dir(self) -> Path:
         return self.path / "tokenizer"
 
-    def start(self, recipe: str, data_report: dict, steps_per_epoch: int, total_steps: int) -> None:
+    def start(self, recipe: str, data_report: dict, steps_per_epoch: int, total_steps: int,
+              *, resumed_at: int = 0) -> None:
         if self.rank != 0:
             return
         _write(self.path / "recipe.yaml", recipe)
         _write(self.path / "data.json", json.dumps({**data_report, "steps_per_epoch": steps_per_epoch,
                                                     "total_steps": total_steps}, indent=2, sort_keys=True) + "\n")
-        self._metrics = open(self.path / "metrics.jsonl", "a", encoding="utf-8")
+        # A killed run may have logged steps after its last checkpoint (and a torn last line): those
+        # steps run again, so their old lines go, and every step is logged once.
+        metrics = self.path / "metrics.jsonl"
+        lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.is_file() else []
+        _write(metrics, "".join(line + "\n" for line in lines if _logged_step(line) <= resumed_at))
+        self._metrics = open(metrics, "a", encoding="utf-8")
 
     def progress(self, steps: Iterable[int], total: int, start: int) -> Iterator[int]:
         if self.rank != 0 or not sys.stderr.isatty():
@@ -72,6 +82,13 @@ class RunFolder:
         _write(self.path / "summary.json", json.dumps({"final_eval": final_eval}, indent=2, sort_keys=True) + "\n")
         if self._metrics is not None:
             self._metrics.close()
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _write(path: Path, text: str) -> None:

@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from uft_train import batching, losses
 from uft_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from uft_train.config import Recipe, data_path, recipe_to_yaml
+from uft_train.config import Recipe, RecipeError, data_path, recipe_to_yaml
 from uft_train.data import PROMPT_TRUNCATED, Example, check_kinds, read_split, tokenize_split
 from uft_train.kl import derangement, swap_completion
 from uft_train.model import add_adapter, load_tokenizer_and_model, reference, sequence_logps
@@ -29,6 +29,7 @@ from uft_train.refcache import ReferenceCache, reference_cache
 from uft_train.runfolder import RunFolder, setup_distributed
 from uft_train.schedule import make_optimizer, make_scheduler
 from uftdata.errors import UftDataError
+from uftdata.schema import KINDS
 
 
 @dataclass
@@ -63,9 +64,12 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def bf16_autocast(run: Run) -> bool:
+    return run.recipe.train.autocast_bf16 and run.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def autocast(run: Run):  # noqa: ANN201 - a context manager
-    bf16 = run.recipe.train.autocast_bf16 and run.device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16)
+    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16_autocast(run))
 
 
 def forward(run: Run, examples: list[Example], *, grad: bool,
@@ -124,10 +128,11 @@ def train_step(run: Run, batch: list[int], step: int) -> dict:
         raise NonFiniteLoss(loss)
     grad_norm = torch.nn.utils.clip_grad_norm_(
         [p for p in run.model.parameters() if p.requires_grad], run.recipe.optim.max_grad_norm)
+    lr = run.scheduler.get_last_lr()[0]  # the lr this step's update uses; after .step() it is the next one's
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss, "grad_norm": float(grad_norm), "lr": run.scheduler.get_last_lr()[0],
+    return {"loss": loss, "grad_norm": float(grad_norm), "lr": lr,
             "tokens": stats.tokens, "padding_share": stats.padding_share(), **stats.by_kind(), **(
                 {"kto_kl": float(kl)} if kl is not None else {})}
 
@@ -146,48 +151,66 @@ class _nothing:
 
 @dataclass
 class StepStats:
-    """Sums over a step's micro-batches (this rank), for the metrics."""
+    """Sums over a step's micro-batches, for the metrics: this rank's, or all ranks' after `reduce`."""
 
     loss_sum: float = 0.0
     tokens: int = 0
     tokens_completion: int = 0
     padded: int = 0
-    kinds: dict[str, list[float]] = field(default_factory=dict)
-    rewards: dict[str, list[float]] = field(default_factory=dict)
-    correct: list[bool] = field(default_factory=list)
+    kinds: dict[str, list[float]] = field(default_factory=dict)    # kind -> [sum of loss terms, terms]
+    rewards: dict[str, list[float]] = field(default_factory=dict)  # kind -> [sum of rewards, rows]
+    correct: list[float] = field(default_factory=lambda: [0.0, 0.0])  # [pairs ranked right, pairs]
 
     def add(self, terms, examples: list[Example]) -> None:  # noqa: ANN001
         values = terms.values.detach().float()
         self.loss_sum += float(values.sum())
         for kind, v in zip(terms.kinds, values.tolist()):
-            self.kinds.setdefault(kind, []).append(v)
+            _accumulate(self.kinds, kind, v)
         if terms.rewards is not None:
             for e, r in zip(examples, terms.rewards.tolist()):
-                self.rewards.setdefault(e.kind, []).append(r)
-        self.correct += terms.pair_correct
+                _accumulate(self.rewards, e.kind, r)
+        self.correct = [self.correct[0] + sum(terms.pair_correct), self.correct[1] + len(terms.pair_correct)]
         lengths = [len(e.input_ids) for e in examples]
         self.tokens += sum(lengths)
         self.tokens_completion += sum(len(e.input_ids) - e.prompt_len for e in examples)
         self.padded += max(lengths) * len(lengths) - sum(lengths)
 
     def reduce(self, run: Run, denominator: int) -> float:
-        total = torch.tensor([self.loss_sum], dtype=torch.float64)
+        """The step's loss; under DDP every counter is first summed over the ranks, so the metrics
+        (per kind too) are the global batch's, as in one process."""
         if run.world > 1:
+            # On the run's device: an NCCL process group reduces CUDA tensors only.
+            flat = [self.loss_sum, self.tokens, self.tokens_completion, self.padded, *self.correct,
+                    *(x for table in (self.kinds, self.rewards) for kind in KINDS for x in table.get(kind, (0.0, 0.0)))]
+            total = torch.tensor(flat, dtype=torch.float64, device=run.device)
             dist.all_reduce(total)
-        return float(total[0]) / denominator
+            flat = total.tolist()
+            self.loss_sum, self.correct = flat[0], flat[4:6]
+            self.tokens, self.tokens_completion, self.padded = (int(x) for x in flat[1:4])
+            pairs = list(zip(flat[6::2], flat[7::2]))  # (sum, count) per kind: losses, then rewards
+            for table, sums in ((self.kinds, pairs[:len(KINDS)]), (self.rewards, pairs[len(KINDS):])):
+                table.clear()
+                table.update({kind: list(pair) for kind, pair in zip(KINDS, sums) if pair[1]})
+        return self.loss_sum / denominator
 
     def padding_share(self) -> float:
         return self.padded / max(1, self.tokens + self.padded)
 
     def by_kind(self) -> dict:
         out: dict = {}
-        for kind, values in sorted(self.kinds.items()):
-            out[f"loss/{kind}"] = sum(values) / len(values)
-        for kind, values in sorted(self.rewards.items()):
-            out[f"reward/{kind}"] = sum(values) / len(values)
-        if self.correct:
-            out["reward_accuracy/pairwise"] = sum(self.correct) / len(self.correct)
+        for kind, (total, n) in sorted(self.kinds.items()):
+            out[f"loss/{kind}"] = total / n
+        for kind, (total, n) in sorted(self.rewards.items()):
+            out[f"reward/{kind}"] = total / n
+        if self.correct[1]:
+            out["reward_accuracy/pairwise"] = self.correct[0] / self.correct[1]
         return out
+
+
+def _accumulate(table: dict[str, list[float]], kind: str, value: float) -> None:
+    total = table.setdefault(kind, [0.0, 0])
+    total[0] += value
+    total[1] += 1
 
 
 def evaluate(run: Run) -> dict:
@@ -242,9 +265,19 @@ def train(recipe: Recipe, recipe_path: Path | None = None) -> Path:
     """Run the recipe; returns the run folder (adapter/, metrics.jsonl, recipe.yaml, summary.json)."""
 
     rank, world = setup_distributed()
+    problems = batching.batch_size_problems(recipe.train.batch_size, recipe.train.micro_batch_size, world,
+                                            pairs_as_one_term=uses_pair_terms(recipe.loss))
+    if world > 1 and problems:  # one process: the recipe loader has checked the sizes
+        raise RecipeError([f"torchrun with {world} processes: {p}" for p in problems])
     torch.manual_seed(recipe.train.seed)
+    # Rank 0 first: it clears the folder (overwrite) and writes the tiny tokenizer that the other
+    # ranks then read, never half-written.
+    if rank != 0:
+        dist.barrier()
     folder = RunFolder(Path(recipe.output.dir), overwrite=recipe.output.overwrite, rank=rank)
     tokenizer, base = load_tokenizer_and_model(recipe, folder.tokenizer_dir())
+    if rank == 0 and world > 1:
+        dist.barrier()
     device = pick_device(recipe.train.device)
     model = add_adapter(base, recipe, implicit_reward=losses.get_loss(recipe.loss.name).needs_reference).to(device)
     train_rows, test_rows, data_report = load_examples(recipe, tokenizer)
@@ -266,8 +299,10 @@ def train(recipe: Recipe, recipe_path: Path | None = None) -> Path:
     checkpoint = latest_checkpoint(folder.path)
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, run)
-    folder.start(recipe_to_yaml(recipe), data_report, steps_per_epoch, total_steps)
+    folder.start(recipe_to_yaml(recipe), data_report, steps_per_epoch, total_steps, resumed_at=start)
     run_loop(run, folder, start, total_steps, steps_per_epoch)
+    if world > 1:
+        dist.barrier()  # every rank returns a finished run folder (rank 0 writes it)
     return folder.path
 
 
