@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -407,3 +408,38 @@ def test_the_fixture_is_the_demo_mixture(mixture: Path) -> None:
     manifest = json.loads((mixture / "manifest.json").read_text())
     assert set(manifest["counts"]["train"]["by_kind"]) == {"sft", "score", "pairwise", "binary"}
     assert manifest["counts"]["test"]["rows"] > 0
+
+
+def test_second_stage_merges_stage_1_and_starts_at_zero_reward(mixture: Path, tmp_path: Path,
+                                                                runs: list[Run]) -> None:
+    """SFT -> UNA: the stage-1 adapter is merged into the base in memory and a fresh adapter is
+    trained on top, so the reference is the SFT model: step 1's rewards are 0 again, while the
+    merged base differs from the plain base (stage 1 moved it)."""
+    sft_dir = train(tiny_recipe(mixture, tmp_path / "sft", "loss.name=sft", "data.kinds=[sft]"))
+    second = tiny_recipe(mixture, tmp_path / "una", f"model.init_adapter={sft_dir / 'adapter'}")
+    run_dir = train(second)
+    first = read_metrics(run_dir)[0]
+    rewards = {k: v for k, v in first.items() if k.startswith("reward/")}
+    assert rewards and set(rewards.values()) == {0.0}
+    merged = runs[-1].model.get_base_model()
+    plain = fresh_adapter(tiny_recipe(mixture, tmp_path / "plain"), run_dir / "tokenizer").get_base_model()
+    name = "model.layers.0.self_attn.q_proj.base_layer.weight"
+    assert not torch.equal(dict(merged.named_parameters())[name], dict(plain.named_parameters())[name])
+
+
+def test_tensorboard_gets_the_step_metrics(mixture: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the optional tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = train(tiny_recipe(mixture, tmp_path / "run", "output.tensorboard=true"))
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    losses_logged = [e.value for e in events.Scalars("loss")]
+    assert losses_logged == pytest.approx([m["loss"] for m in read_metrics(run_dir)], rel=1e-6)
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(mixture: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    with pytest.raises(UftDataError, match="output.tensorboard: needs the tensorboard package"):
+        train(tiny_recipe(mixture, tmp_path / "run", "output.tensorboard=true"))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -51,8 +52,17 @@ def load_tokenizer_and_model(recipe: Recipe, tokenizer_dir: Path) -> tuple[PreTr
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # masks come from lengths, so pad may equal eos
     if cfg.init_adapter:
-        model = PeftModel.from_pretrained(model, cfg.init_adapter).merge_and_unload()
+        with quiet_peft():
+            model = PeftModel.from_pretrained(model, cfg.init_adapter).merge_and_unload()
     return tokenizer, model
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft reads a property transformers 5 deprecated (a FutureWarning per model); not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def add_adapter(model: PreTrainedModel, recipe: Recipe, *, implicit_reward: bool) -> PeftModel:
@@ -61,8 +71,7 @@ def add_adapter(model: PreTrainedModel, recipe: Recipe, *, implicit_reward: bool
         r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.targets), bias="none", task_type="CAUSAL_LM",
         lora_dropout=0.0 if implicit_reward else lora.dropout,
     )
-    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated; not ours to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with quiet_peft():
         peft_model = get_peft_model(model, config)
     if recipe.model.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable()

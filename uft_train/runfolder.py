@@ -29,8 +29,11 @@ def setup_distributed() -> tuple[int, int]:
 
 
 class RunFolder:
-    def __init__(self, path: Path, *, overwrite: bool, rank: int) -> None:
-        self.path, self.rank = path, rank
+    def __init__(self, path: Path, *, overwrite: bool, rank: int, tensorboard: bool = False) -> None:
+        self.path, self.rank, self.tensorboard = path, rank, tensorboard
+        self._board = None
+        if tensorboard and rank == 0:
+            tensorboard_writer(None)  # fail before any work when the package is missing
         finished = (path / "adapter").exists()
         if rank == 0 and finished and not overwrite:
             raise UftDataError(str(path), "holds a finished run", fix="Set output.overwrite=true or choose another output.dir.")
@@ -55,6 +58,8 @@ class RunFolder:
         lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.is_file() else []
         _write(metrics, "".join(line + "\n" for line in lines if _logged_step(line) <= resumed_at))
         self._metrics = open(metrics, "a", encoding="utf-8")
+        if self.tensorboard:
+            self._board = tensorboard_writer(self.path / "tensorboard")
 
     def progress(self, steps: Iterable[int], total: int, start: int) -> Iterator[int]:
         if self.rank != 0 or not sys.stderr.isatty():
@@ -72,6 +77,10 @@ class RunFolder:
         if self._metrics is not None:
             self._metrics.write(json.dumps(metrics, sort_keys=True) + "\n")
             self._metrics.flush()
+        if self._board is not None:
+            for key, value in metrics.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._board.add_scalar(key, value, metrics["step"])
 
     def finish(self, run, final_eval: dict) -> None:  # noqa: ANN001
         if self.rank != 0:
@@ -82,6 +91,8 @@ class RunFolder:
         _write(self.path / "summary.json", json.dumps({"final_eval": final_eval}, indent=2, sort_keys=True) + "\n")
         if self._metrics is not None:
             self._metrics.close()
+        if self._board is not None:
+            self._board.close()
 
 
 def _logged_step(line: str) -> float:
@@ -94,3 +105,13 @@ def _logged_step(line: str) -> float:
 def _write(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def tensorboard_writer(folder: Path | None):  # noqa: ANN201 - torch's SummaryWriter
+    """A SummaryWriter on `folder` (None: only check that TensorBoard is installed)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UftDataError("output.tensorboard", "needs the tensorboard package",
+                           fix="pip install tensorboard (or set output.tensorboard=false).") from None
+    return None if folder is None else SummaryWriter(str(folder))

@@ -274,7 +274,8 @@ def train(recipe: Recipe, recipe_path: Path | None = None) -> Path:
     # ranks then read, never half-written.
     if rank != 0:
         dist.barrier()
-    folder = RunFolder(Path(recipe.output.dir), overwrite=recipe.output.overwrite, rank=rank)
+    folder = RunFolder(Path(recipe.output.dir), overwrite=recipe.output.overwrite, rank=rank,
+                       tensorboard=recipe.output.tensorboard)
     tokenizer, base = load_tokenizer_and_model(recipe, folder.tokenizer_dir())
     if rank == 0 and world > 1:
         dist.barrier()
