@@ -9,7 +9,6 @@ pure function of (seed, epoch), so a resumed run continues the same trajectory.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -263,7 +262,6 @@ def load_examples(recipe: Recipe, tokenizer) -> tuple[list[Example], list[Exampl
 
 def train(recipe: Recipe, recipe_path: Path | None = None) -> Path:
     """Run the recipe; returns the run folder (adapter/, metrics.jsonl, recipe.yaml, summary.json)."""
-
     rank, world = setup_distributed()
     problems = batching.batch_size_problems(recipe.train.batch_size, recipe.train.micro_batch_size, world,
                                             pairs_as_one_term=uses_pair_terms(recipe.loss))
@@ -332,6 +330,3 @@ def run_loop(run: Run, folder, start: int, total_steps: int, steps_per_epoch: in
     final = evaluate(run)
     folder.finish(run, final)
 
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
