@@ -9,6 +9,7 @@ weights in memory and train a fresh adapter on top. Dropout is off for implicit-
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import warnings
 from collections.abc import Iterator
@@ -16,7 +17,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -87,11 +87,29 @@ def reference(model: torch.nn.Module) -> AbstractContextManager:
 
 def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    loss_mask: torch.Tensor) -> torch.Tensor:
-    """Per-example log-prob of the completion: token log-probs (float32) summed over `loss_mask`."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
-    targets = input_ids[:, 1:]
-    token_logps = -F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    return (token_logps * loss_mask[:, 1:].to(token_logps.dtype)).sum(-1)
+    """Per-example log-prob of the completion: token log-probs (float32) summed over `loss_mask`.
+
+    Logits are computed only from the batch's first completion-predicting position on (the
+    model's `logits_to_keep`, where it has one): with a real vocabulary the LM head's output is the
+    largest tensor of a step, and the prompt positions' logits are masked out anyway. The
+    log-softmax is taken as gathered logit minus logsumexp, without a [B, T, V] log-prob copy."""
+    first = int(loss_mask.to(torch.int8).argmax(dim=1).min())  # earliest completion token in the batch
+    start = max(first - 1, 0)  # the logit at position p predicts the token at p + 1
+    kept = input_ids.shape[1] - start
+    if accepts_logits_to_keep(model):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=kept).logits
+    else:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, start:]
+    logits = logits[:, :-1].float()
+    targets = input_ids[:, start + 1:]
+    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return (token_logps * loss_mask[:, start + 1:].to(token_logps.dtype)).sum(-1)
+
+
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    inner = model.module if hasattr(model, "module") else model  # DDP
+    base = inner.get_base_model() if isinstance(inner, PeftModel) else inner
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def model_fingerprint(recipe: Recipe, tokenizer_dir: Path) -> dict:
