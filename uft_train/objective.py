@@ -70,12 +70,3 @@ def micro_batch_terms(cfg: LossConfig, examples: Sequence, policy: torch.Tensor,
             kinds += [examples[i].kind for i in single]
     values = torch.cat(parts) if parts else policy.sum() * 0.0
     return Terms(values.reshape(-1), kinds, rewards, correct)
-
-
-def count_terms(cfg: LossConfig, examples: Sequence) -> int:
-    """Terms a set of rows gives (the denominator of a step's loss)."""
-    if cfg.name == "dpo":
-        return len(pairs_of(examples))
-    if uses_pair_terms(cfg):
-        return len(examples) - len(pairs_of(examples))
-    return len(examples)

@@ -23,7 +23,7 @@ from uft_train.config import Recipe, RecipeError, data_path, recipe_to_yaml
 from uft_train.data import PROMPT_TRUNCATED, Example, check_kinds, read_split, tokenize_split
 from uft_train.kl import derangement, swap_completion
 from uft_train.model import add_adapter, load_tokenizer_and_model, reference, sequence_logps
-from uft_train.objective import count_terms, micro_batch_terms, uses_pair_terms
+from uft_train.objective import micro_batch_terms, uses_pair_terms
 from uft_train.refcache import ReferenceCache, reference_cache
 from uft_train.runfolder import RunFolder, setup_distributed
 from uft_train.schedule import make_optimizer, make_scheduler
@@ -103,12 +103,13 @@ def kto_kl(run: Run, batch: list[int], step: int) -> torch.Tensor:
     return (total[0] / total[1]).clamp(min=0).float().detach()
 
 
-def train_step(run: Run, batch: list[int], step: int) -> dict:
+def train_step(run: Run, batch: batching.Batch, step: int) -> dict:
     """One optimizer step over one global batch; returns the step's metrics."""
     cfg = run.recipe.loss
     rows = [run.train[i] for i in batch]
+    # The sampler counted the batch's terms when it cut it (batching.Unit.terms).
     denominator = (sum(len(e.input_ids) - e.prompt_len for e in rows) if run.spec.denominator == "tokens"
-                   else count_terms(cfg, rows))
+                   else batch.terms)
     kl = kto_kl(run, batch, step) if cfg.name == "kto" else None
     micro_batches = batching.split_batch(batch, micro_batch_size=run.recipe.train.micro_batch_size,
                                          world_size=run.world, rank=run.rank)
@@ -224,7 +225,7 @@ def evaluate(run: Run) -> dict:
         examples = [run.test[i] for i in micro]
         policy, ref = forward(run, examples, grad=False, cached_reference=False)
         stats.add(micro_batch_terms(run.recipe.loss, examples, policy, ref, kl), examples)
-    n_terms = stats.tokens_completion if run.spec.denominator == "tokens" else count_terms(run.recipe.loss, run.test)
+    n_terms = stats.tokens_completion if run.spec.denominator == "tokens" else sum(u.terms for u in units)
     return {"eval/loss": stats.loss_sum / max(1, n_terms), **{f"eval/{k}": v for k, v in stats.by_kind().items()}}
 
 

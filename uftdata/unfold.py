@@ -17,7 +17,6 @@ The work is columnar (polars) per block of the input, so memory stays flat as in
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -175,8 +174,3 @@ def unfold_file(
     summary.records_in += rejects.count - before
     summary.drop("invalid_record", rejects.count - before)
     summary.inputs.append({"file": f.name, "layout": layout.name})
-
-
-def default_source(paths: list[Path] | list[InputFile]) -> str:
-    first = paths[0].path if isinstance(paths[0], InputFile) else paths[0]
-    return first.name.split(".")[0]
