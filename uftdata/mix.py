@@ -17,10 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from uftdata import schema
 from uftdata.errors import RecordError, UftDataError
+from uftdata.hub import is_hub_url, parse_url
 from uftdata.ids import keyed_uint64
 from uftdata.mixspec import MixtureSpec, SourceSpec
 from uftdata.reader import PARQUET_BATCH_ROWS, InputFile, expand_inputs
@@ -68,7 +68,7 @@ def read_index(f: InputFile, part: int, rejects: Rejects) -> pl.DataFrame:
     if f.container != "parquet" or f.gzipped:
         raise UftDataError(f.name, "mix reads uncompressed Parquet files in the uft row schema",
                            got=f.name, fix="Convert it first with `uftdata unfold`, `score` or `feedback`.")
-    file = pq.ParquetFile(f.path)
+    file = f.parquet()
     problems = schema.schema_problems(file.schema_arrow)
     if problems:
         raise UftDataError(f.name, "is not in the uft row schema: " + "; ".join(problems))
@@ -173,6 +173,9 @@ def _ranked(rows: pl.DataFrame, seed: int) -> pl.DataFrame:
 
 
 def _source_name(path: str) -> str:
+    if is_hub_url(path):  # hf://datasets/ORG/NAME@REV[/PATH]: the file's name, else the dataset's
+        url = parse_url(path)
+        path = url.path or url.repo_id
     return path.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
 
 

@@ -109,7 +109,7 @@ def spill_rows(parts: list[InputFile], rows: pl.DataFrame, spill: Path) -> list[
     writers = [pa.ipc.new_file(str(spill / f"{b}.arrow"), schema.SCHEMA) for b in range(n_buckets)]
     positions: list[list[np.ndarray]] = [[] for _ in range(n_buckets)]
     for (part,), wanted in located.sort("part", "row").group_by("part", maintain_order=True):
-        file = pq.ParquetFile(parts[part].path)
+        file = parts[part].parquet()
         starts = np.cumsum([0] + [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)])
         at, pos, bucket = (wanted[c].to_numpy() for c in ("row", "pos", "bucket"))
         groups = np.searchsorted(starts, at, side="right") - 1
@@ -150,9 +150,8 @@ def content_hash(splits: dict[str, pl.DataFrame]) -> str:
     return digest.hexdigest()
 
 
-def _upstream(path: Path) -> dict | None:
-    metadata = pq.read_metadata(path).metadata or {}
-    raw = metadata.get(b"uft.summary")
+def _upstream(metadata: pq.FileMetaData) -> dict | None:
+    raw = (metadata.metadata or {}).get(b"uft.summary")
     return json.loads(raw) if raw else None
 
 
@@ -197,8 +196,11 @@ def build_manifest(planned: Plan, spec: MixtureSpec, name: str, splits: dict[str
 
 
 def _input_entry(f: InputFile) -> dict:
-    entry = {"name": f.name, "sha256": sha256_file(f.path), "rows": pq.read_metadata(f.path).num_rows}
-    upstream = _upstream(f.path)
+    metadata = f.parquet().metadata
+    # A Hub file is pinned by its URL and commit rather than hashed: hashing would download it whole.
+    pinned = f.provenance() or {"sha256": sha256_file(f.path)}
+    entry = {"name": f.name, **pinned, "rows": metadata.num_rows}
+    upstream = _upstream(metadata)
     if upstream:
         entry["upstream"] = upstream
     return entry

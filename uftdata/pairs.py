@@ -76,16 +76,16 @@ def read_score_file(f: InputFile, rejects: Rejects, summary: Summary, progress: 
     summary.records_in += frame.height
     score_rows = frame.filter(pl.col("kind") == "score")
     summary.drop("not_score_row", frame.height - score_rows.height)
-    summary.inputs.append({"file": f.name, "layout": "uft"})
+    summary.inputs.append({"file": f.name, "layout": "uft", **f.provenance()})
     prompt_text = score_rows.select(message_text(pl.col("prompt"))).to_series()
     return score_rows.select(schema.COLUMNS).with_columns(hex_digests(prompt_text).alias("_prompt"))
 
 
 def arrow_schema(f: InputFile) -> pa.Schema:
     if f.gzipped:
-        with gzip.open(f.path, "rb") as stream:
+        with gzip.GzipFile(fileobj=f.open(), mode="rb") as stream:
             return pq.ParquetFile(stream).schema_arrow
-    return pq.read_schema(f.path)
+    return f.parquet().schema_arrow
 
 
 def check_rows(f: InputFile, frame: pl.DataFrame) -> None:

@@ -27,6 +27,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from uftdata.errors import RecordError, UftDataError
+from uftdata.hub import HubOptions, RemoteFile, is_hub_url, resolve
 from uftdata.rejects import Rejects
 
 Container = Literal["jsonl", "json", "parquet"]
@@ -42,13 +43,32 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class InputFile:
-    path: Path
+    path: Path  # for a Hub file, its path inside the repository
     container: Container
     gzipped: bool
+    remote: RemoteFile | None = None
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def display(self) -> str:
+        """The file as the user named it: a local path or its hf:// URL."""
+        return self.remote.url if self.remote else str(self.path)
+
+    def provenance(self) -> dict:
+        """Where the rows came from, for summaries and manifests: a Hub file's URL, commit and license."""
+        return self.remote.provenance() if self.remote else {}
+
+    def open(self) -> IO[bytes]:
+        """The file's bytes as stored (still gzipped); seekable for Parquet (Hub: byte ranges)."""
+        if self.remote:
+            return self.remote.open(seekable=self.container == "parquet")
+        return open(self.path, "rb")
+
+    def parquet(self) -> pq.ParquetFile:
+        return pq.ParquetFile(self.open() if self.remote or self.gzipped else self.path)
 
     @property
     def unit(self) -> str:
@@ -58,15 +78,19 @@ class InputFile:
         return f"{self.name}: {self.unit} {position}"
 
     def size(self) -> int:
-        return self.path.stat().st_size
+        return self.remote.size if self.remote else self.path.stat().st_size
 
 
-def expand_inputs(paths: Sequence[str | Path]) -> list[InputFile]:
-    """Files named directly, plus the supported files inside named folders (sorted, recursive)."""
+def expand_inputs(paths: Sequence[str | Path], hub: HubOptions | None = None) -> list[InputFile]:
+    """Files named directly, plus the supported files inside named folders (sorted, recursive), plus
+    the files of a Hub dataset (`hf://datasets/ORG/NAME...`, one config and split, see uftdata.hub)."""
     if not paths:
         raise UftDataError("inputs", "no input files given", fix="Pass one or more files or folders.")
     files: list[InputFile] = []
     for raw in paths:
+        if is_hub_url(str(raw)):
+            files.extend(_hub_files(str(raw), hub or HubOptions()))
+            continue
         path = Path(raw)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and _container(p) is not None)
@@ -77,6 +101,21 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[InputFile]:
             files.append(_input_file(path))
         else:
             raise UftDataError(str(path), "no such file or folder")
+    return files
+
+
+def _hub_files(url: str, options: HubOptions) -> list[InputFile]:
+    suffixes = tuple(s + gz for s in SUFFIXES for gz in ("", ".gz"))
+    remote = resolve(url, options, suffixes)
+    files = []
+    for r in remote:
+        container = _container(Path(r.path))
+        assert container is not None  # resolve() keeps supported suffixes only
+        if container == "json":  # one object per line, or an array: look at the first byte
+            with r.open(seekable=False) as stream:
+                head = gzip.GzipFile(fileobj=stream).read(4096) if r.path.endswith(".gz") else stream.read(4096)
+            container = "jsonl" if head.lstrip()[:1] == b"{" else "json"
+        files.append(InputFile(Path(r.path), container, r.path.lower().endswith(".gz"), r))
     return files
 
 
@@ -100,8 +139,22 @@ def _input_file(path: Path) -> InputFile:
 
 
 def _open(f: InputFile | Path, gzipped: bool | None = None) -> IO[bytes]:
-    path, gz = (f.path, f.gzipped) if isinstance(f, InputFile) else (f, bool(gzipped))
-    return gzip.open(path, "rb") if gz else open(path, "rb")
+    """Decompressed bytes of a file."""
+    if isinstance(f, InputFile):
+        if f.remote and f.gzipped:
+            return _OwningGzipFile(fileobj=f.open(), mode="rb")  # type: ignore[return-value]
+        f, gzipped = f.path, f.gzipped
+    return gzip.open(f, "rb") if gzipped else open(f, "rb")
+
+
+class _OwningGzipFile(gzip.GzipFile):
+    """A GzipFile that also closes the stream it was given (a Hub download)."""
+
+    def close(self) -> None:
+        raw = self.fileobj
+        super().close()
+        if raw is not None:
+            raw.close()
 
 
 def _first_byte(path: Path, gzipped: bool) -> bytes:
@@ -221,7 +274,7 @@ def _parquet_batches(
     f: InputFile, columns: Sequence[str] | None, progress: Progress | None
 ) -> Iterator[tuple[int, pa.Table]]:
     try:
-        file = pq.ParquetFile(_open(f)) if f.gzipped else pq.ParquetFile(f.path)
+        file = pq.ParquetFile(_open(f)) if f.gzipped else f.parquet()
     except pa.ArrowInvalid as e:
         raise UftDataError(f.name, f"is not a Parquet file ({e})") from None
     if file.metadata.num_rows == 0:

@@ -106,7 +106,7 @@ def convert_files(
             yield _finish(build_rows(batch, source=source), summary)
         summary.records_in += rejects.count - before
         summary.drop("invalid_record", rejects.count - before)
-        summary.inputs.append({"file": f.name, "layout": layout.name})
+        summary.inputs.append({"file": f.name, "layout": layout.name, **f.provenance()})
 
 
 def _finish(frame: pl.DataFrame, summary: Summary) -> pl.DataFrame:

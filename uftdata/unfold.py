@@ -173,4 +173,4 @@ def unfold_file(
         yield rows
     summary.records_in += rejects.count - before
     summary.drop("invalid_record", rejects.count - before)
-    summary.inputs.append({"file": f.name, "layout": layout.name})
+    summary.inputs.append({"file": f.name, "layout": layout.name, **f.provenance()})
