@@ -100,13 +100,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, head: bool = False) -> None:
+    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if not head:
+        if self.command != "HEAD":
             self.wfile.write(body)
 
     def _json(self, status: int, value: object, headers: dict[str, str] | None = None) -> None:
@@ -140,13 +140,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._log(b"")
-        self._route(head=False)
+        self._route()
 
-    def do_HEAD(self) -> None:
-        self._log(b"")
-        self._route(head=True)
+    do_HEAD = do_GET  # _send leaves the body out
 
-    def _route(self, head: bool) -> None:
+    def _route(self) -> None:
         url = urlparse(self.path)
         path = unquote(url.path)
         if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)(?:/revision/(.+))?", path):
@@ -154,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/tree/([^/]+)/?(.*)", path):
             return self._tree(m[1], m[2], m[3], recursive=parse_qs(url.query).get("recursive") == ["true"])
         if m := re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
-            return self._download(m[1], m[2], m[3], head)
+            return self._download(m[1], m[2], m[3])
         self._error(404, "NotFound", f"no route for {path}")
 
     def do_POST(self) -> None:
@@ -213,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
                  if p not in files and any(f.startswith(p.rstrip("/") + "/") for f in files)]
         self._json(200, info)
 
-    def _download(self, repo_id: str, revision: str, path: str, head: bool) -> None:
+    def _download(self, repo_id: str, revision: str, path: str) -> None:
         found = self._files(repo_id, revision)
         if found is None:
             return
@@ -226,8 +224,8 @@ class _Handler(BaseHTTPRequestHandler):
             start, end = int(m[1]), int(m[2]) if m[2] else len(content) - 1
             part = content[start:end + 1]
             headers["Content-Range"] = f"bytes {start}-{start + len(part) - 1}/{len(content)}"
-            return self._send(206, part, headers, head)
-        self._send(200, content, headers, head)
+            return self._send(206, part, headers)
+        self._send(200, content, headers)
 
     def _create(self, payload: dict) -> None:
         repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
