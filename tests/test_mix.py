@@ -224,6 +224,18 @@ def test_folder_loads_with_datasets(sources: tuple[Path, Path], tmp_path: Path) 
     assert "configs:" in (tmp_path / "mix" / "README.md").read_text()
 
 
+def test_card_row_counts_are_verified_by_datasets(sources: tuple[Path, Path], tmp_path: Path) -> None:
+    # datasets ignores a card's whole `splits` list when an entry lacks num_bytes; with it, a card
+    # whose counts disagree with the shards is an error instead of a silent load.
+    datasets = pytest.importorskip("datasets")
+    a, _ = sources
+    build(spec(src(a, "30")), tmp_path / "mix")
+    card = tmp_path / "mix" / "README.md"
+    card.write_text(card.read_text().replace("num_examples: 30", "num_examples: 31"))
+    with pytest.raises(datasets.exceptions.NonMatchingSplitsSizesError):
+        datasets.load_dataset(str(tmp_path / "mix"), cache_dir=str(tmp_path / "hf"))
+
+
 def test_rebuilt_folder_does_not_load_stale_rows(sources: tuple[Path, Path], tmp_path: Path) -> None:
     # datasets caches a local folder under its name and card; a rebuild in place (same counts, other
     # seed) must still load the new rows.

@@ -48,10 +48,17 @@ def card_header(manifest: dict, license: str) -> dict:
         # is an error (datasets verifies num_examples).
         "dataset_info": {
             "config_name": "default",
-            "splits": [{"name": s, "num_examples": manifest["counts"][s]["rows"]} for s in splits],
+            # num_bytes is required by datasets' parser (without it the whole list is ignored); the
+            # shards' Parquet bytes stand in for the in-memory size, which would need a full read.
+            "splits": [{"name": s, "num_bytes": split_bytes(manifest, s), "num_examples": manifest["counts"][s]["rows"]}
+                       for s in splits],
             "download_size": sum(f["bytes"] for f in manifest["files"]),
         },
     }
+
+
+def split_bytes(manifest: dict, split: str) -> int:
+    return sum(f["bytes"] for f in manifest["files"] if f["path"].startswith(f"data/{split}-"))
 
 
 def size_category(rows: int) -> str:
