@@ -49,7 +49,7 @@ def test_card_from_a_known_manifest() -> None:
     meta = header(card)
     assert meta["license"] == "other"  # one source's license is not recorded
     assert meta["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
-    assert meta["dataset_info"]["splits"] == [{"name": "train", "num_examples": 5}]
+    assert meta["dataset_info"]["splits"] == [{"name": "train", "num_bytes": 1000, "num_examples": 5}]
     assert meta["size_categories"] == ["n<1K"]
     assert ("| uc | `hf://datasets/HuggingFaceH4/ultrachat_200k/data/x.parquet` | 0123456789ab | mit | 3 | 3 | 0 | 0 "
             "| not_selected 4 |") in card

@@ -162,7 +162,8 @@ def test_read_split_reads_built_mixtures_only(tmp_path: Path) -> None:
 
 def example(row: int, length: int, *, pair_id: str | None = None, label: bool | None = None,
             kind: str = "sft") -> Example:
-    return Example(row, kind, 1.0 if label in (None, True) else 0.0, label, pair_id, "g", tuple(range(3, 3 + length)), 2)
+    return Example(row, kind, 1.0 if label in (None, True) else 0.0, label, pair_id, "g", tuple(range(3, 3 + length)), 2,
+                   f"id{row}", "test")
 
 
 def mixed(n_single: int = 40, n_pairs: int = 20, seed: int = 0) -> list[Example]:

@@ -34,12 +34,15 @@ from uftdata.errors import UftDataError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
-# Every file a finished run writes (peft adds the adapter's model card, README.md).
+# Every file a finished run writes (peft adds the adapter's model card, README.md); the final
+# evaluation's rewards too, when the loss has an implicit reward and the run a test split.
 RUN_FILES = {
     "adapter/README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-    "data.json", "metrics.jsonl", "recipe.yaml", "summary.json",
+    "data.json", "eval_predictions.parquet", "metrics.jsonl", "recipe.yaml", "summary.json",
     "tokenizer/chat_template.jinja", "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json",
 }
+# sft has no implicit reward; dpo keeps pairwise rows only, and the demo's test split has none.
+NO_PREDICTIONS = {"sft", "dpo"}
 CHECKPOINT_FILES = {"adapter/README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
                     "step.json", "trainer_state.pt"}
 EXPORT_FILES = {"chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
@@ -141,7 +144,7 @@ def test_a_run_moves_lora_keeps_the_base_and_writes_its_files(loss: str, mixture
                                                                runs: list[Run]) -> None:
     recipe = tiny_recipe(mixture, tmp_path / "run", f"loss.name={loss}", *LOSS_KINDS[loss])
     run_dir = train(recipe)
-    assert files(run_dir) == RUN_FILES
+    assert files(run_dir) == (RUN_FILES - {"eval_predictions.parquet"} if loss in NO_PREDICTIONS else RUN_FILES)
     assert load_recipe(run_dir / "recipe.yaml") == recipe
     assert json.loads((run_dir / "data.json").read_text())["total_steps"] == 3
 
@@ -398,7 +401,8 @@ def test_cli_trains_a_recipe_file_and_prints_the_report(mixture: Path, tmp_path:
     metrics = read_metrics(run_dir)
     assert lines[3].startswith(f"  steps 2: loss {metrics[0]['loss']:.4f} -> {metrics[1]['loss']:.4f}; ")
     final_eval = json.loads((run_dir / "summary.json").read_text())["final_eval"]
-    assert lines[4:] == [f"  {k}: {v:.4f}" for k, v in sorted(final_eval.items())]
+    assert lines[4:-1] == [f"  {k}: {v:.4f}" for k, v in sorted(final_eval.items())]
+    assert lines[-1] == f"  figures: uft-train report {run_dir}"
     assert load_recipe(run_dir / "recipe.yaml").loss.beta == 0.2  # the overrides reached the run
     assert files(run_dir) == RUN_FILES
 

@@ -20,7 +20,8 @@ from uftdata.errors import UftDataError
 from uftdata.mixspec import parse_take
 
 USAGE = ("uft-train RECIPE.yaml [KEY.PATH=VALUE ...] [--dry-run [--allow-missing-data] | --check-data]\n"
-         "       uft-train export RUN_DIR -o OUT")
+         "       uft-train export RUN_DIR -o OUT\n"
+         "       uft-train report RUN_DIR [-o DIR]")
 
 
 def mix_command(recipe_path: Path, overrides: Sequence[str]) -> str:
@@ -119,6 +120,9 @@ def run_training(recipe_path: Path, overrides: Sequence[str]) -> int:
     run_dir = train(recipe, recipe_path)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
         print(run_report(run_dir))
+        # Not drawn here: a plotting problem must not fail a finished run, and matplotlib can be missing
+        # where runs go (GPU hosts without a package index: `pip install --no-deps`, DESIGN.md).
+        print(f"  figures: uft-train report {run_dir}")
     return 0
 
 
@@ -133,6 +137,25 @@ def export(argv: Sequence[str]) -> int:
 
     print(f"uft-train: exported {export_run(args.run_dir, args.out)}")
     return 0
+
+
+def report(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="uft-train report",
+                                description="Print a run's report and draw its figures: curves.png (loss, implicit "
+                                            "reward by kind, pairwise reward accuracy against the step) and "
+                                            "calibration.png (sigmoid(reward) against the target score on the test "
+                                            "split, from eval_predictions.parquet). Works on a running run too.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("-o", "--out", type=Path, default=None, help="folder for the PNGs (default RUN_DIR/plots)")
+    args = p.parse_args(argv)
+    from uft_train.report import draw_plots, run_report
+
+    print(run_report(args.run_dir))
+    print("\n".join(draw_plots(args.run_dir, args.out or args.run_dir / "plots")))
+    return 0
+
+
+SUBCOMMANDS = {"export": export, "report": report}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -157,9 +180,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["export"]:
+    if argv[:1] and argv[0] in SUBCOMMANDS:
         try:
-            sys.exit(export(argv[1:]))
+            sys.exit(SUBCOMMANDS[argv[0]](argv[1:]))
         except UftDataError as error:
             print(f"uft-train: error: {error.line()}", file=sys.stderr)
             sys.exit(2)

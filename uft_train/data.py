@@ -30,7 +30,7 @@ DROP_REASONS = ("template_prefix_mismatch", "empty_prompt", "empty_completion", 
                 "pair_incomplete", "partner_dropped")
 PROMPT_TRUNCATED = "prompt_truncated"
 
-COLUMNS = ("id", "prompt", "completion", "score", "kind", "label", "pair_id", "group")
+COLUMNS = ("id", "prompt", "completion", "score", "kind", "label", "pair_id", "group", "source")
 CHUNK_ROWS = 8192  # rows rendered and tokenized per batch call: bounds peak memory of the text lists
 MANIFEST = "manifest.json"
 
@@ -47,6 +47,8 @@ class Example:
     group: str
     input_ids: tuple[int, ...]   # rendered prompt + completion tokens
     prompt_len: int              # tokens of the rendered prompt (with the generation prompt)
+    id: str                      # the row's `id` and `source`: provenance for eval_predictions.parquet
+    source: str
 
     @property
     def completion_len(self) -> int:
@@ -155,8 +157,10 @@ def tokenize_split(rows: pl.DataFrame, tokenizer, *, template: str | None, max_l
                 kept.append((start + i, *fitted))
     kept = _drop_broken_pairs(rows, kept, counts)
     counts[PROMPT_TRUNCATED] += sum(truncated for *_, truncated in kept)
-    score, kind, label, pair_id, group = (rows[c].to_list() for c in ("score", "kind", "label", "pair_id", "group"))
-    examples = [Example(row, kind[row], float(score[row]), label[row], pair_id[row], group[row], ids, prompt_len)
+    columns = ("score", "kind", "label", "pair_id", "group", "id", "source")
+    score, kind, label, pair_id, group, row_id, source = (rows[c].to_list() for c in columns)
+    examples = [Example(row, kind[row], float(score[row]), label[row], pair_id[row], group[row], ids, prompt_len,
+                        row_id[row], source[row])
                 for row, ids, prompt_len, _ in kept]
     return examples, +counts  # unary plus drops zero counts
 

@@ -10,9 +10,11 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import polars as pl
 import torch
 import torch.distributed as dist
 
+from uft_train.predictions import PREDICTIONS, write_predictions
 from uftdata.atomic import atomic_path
 from uftdata.errors import UftDataError
 
@@ -82,9 +84,12 @@ class RunFolder:
                 if key != "step" and isinstance(value, (int, float)):
                     self._board.add_scalar(key, value, metrics["step"])
 
-    def finish(self, run, final_eval: dict) -> None:  # noqa: ANN001
+    def finish(self, run, final_eval: dict, predictions: pl.DataFrame | None = None) -> None:  # noqa: ANN001
+        """The final adapter, eval_predictions.parquet (when there are rewards) and summary.json."""
         if self.rank != 0:
             return
+        if predictions is not None:
+            write_predictions(predictions, self.path / PREDICTIONS)
         model = run.model.module if hasattr(run.model, "module") else run.model
         with atomic_path(self.path / "adapter") as tmp:
             model.save_pretrained(tmp, safe_serialization=True)

@@ -24,6 +24,7 @@ from uft_train.data import PROMPT_TRUNCATED, Example, check_kinds, read_split, t
 from uft_train.kl import derangement, swap_completion
 from uft_train.model import add_adapter, load_tokenizer_and_model, reference, sequence_logps
 from uft_train.objective import micro_batch_terms, uses_pair_terms
+from uft_train.predictions import prediction_frame
 from uft_train.refcache import ReferenceCache, reference_cache
 from uft_train.runfolder import RunFolder, setup_distributed
 from uft_train.schedule import make_optimizer, make_scheduler
@@ -213,20 +214,34 @@ def _accumulate(table: dict[str, list[float]], kind: str, value: float) -> None:
     total[1] += 1
 
 
-def evaluate(run: Run) -> dict:
-    """Mean loss per term, per kind, mean reward per kind and pair accuracy on the test split."""
+def evaluate(run: Run) -> tuple[dict, torch.Tensor | None]:
+    """Mean loss per term, per kind, mean reward per kind and pair accuracy on the test split; and
+    each test example's implicit reward, in `run.test` order (None: no test split, or loss `sft`).
+
+    Every rank evaluates the whole test split (it is small), so rank 0 alone has every reward."""
     if not run.test:
-        return {}
+        return {}, None
     run.model.eval()
     stats = StepStats()
     units = batching.make_units(run.test, pairs_as_one_term=uses_pair_terms(run.recipe.loss))
     kl = torch.zeros((), device=run.device) if run.recipe.loss.name == "kto" else None
+    order: list[int] = []
+    rewards: list[torch.Tensor] = []
     for micro in chunk_units(units, run.recipe.train.micro_batch_size):
         examples = [run.test[i] for i in micro]
         policy, ref = forward(run, examples, grad=False, cached_reference=False)
-        stats.add(micro_batch_terms(run.recipe.loss, examples, policy, ref, kl), examples)
+        terms = micro_batch_terms(run.recipe.loss, examples, policy, ref, kl)
+        stats.add(terms, examples)
+        if terms.rewards is not None:
+            order += micro
+            rewards.append(terms.rewards.float().cpu())
     n_terms = stats.tokens_completion if run.spec.denominator == "tokens" else sum(u.terms for u in units)
-    return {"eval/loss": stats.loss_sum / max(1, n_terms), **{f"eval/{k}": v for k, v in stats.by_kind().items()}}
+    metrics = {"eval/loss": stats.loss_sum / max(1, n_terms), **{f"eval/{k}": v for k, v in stats.by_kind().items()}}
+    if not rewards:
+        return metrics, None
+    by_example = torch.empty(len(run.test), dtype=torch.float32)
+    by_example[order] = torch.cat(rewards)
+    return metrics, by_example
 
 
 def chunk_units(units: list[tuple[int, ...]], size: int) -> list[list[int]]:
@@ -324,10 +339,11 @@ def run_loop(run: Run, folder, start: int, total_steps: int, steps_per_epoch: in
                                    "lower optim.lr or check the data.") from None
         metrics.update(step=step + 1, epoch=epoch, tokens_per_s=metrics["tokens"] / (time.perf_counter() - began))
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            metrics.update(evaluate(run))
+            metrics.update(evaluate(run)[0])
         folder.log(metrics)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
             save_checkpoint(folder.path, run, step + 1)
-    final = evaluate(run)
-    folder.finish(run, final)
+    final, rewards = evaluate(run)
+    predictions = None if rewards is None else prediction_frame(run.test, rewards, step=max(start, total_steps))
+    folder.finish(run, final, predictions)
 

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from uftdata import __version__
 from uftdata.accounting import Summary
 from uftdata.errors import UftDataError
+from uftdata.hub import HubOptions
 from uftdata.reader import InputFile, expand_inputs
 from uftdata.rejects import Rejects
 from uftdata.writer import open_rows
@@ -36,7 +37,10 @@ class OnError(str, Enum):
     skip = "skip"
 
 
-Inputs = Annotated[list[Path], typer.Argument(help="Input files (.jsonl, .json, .parquet, optionally .gz) or folders.")]
+Inputs = Annotated[list[str], typer.Argument(help="Input files (.jsonl, .json, .parquet, optionally .gz), folders, or Hub datasets hf://datasets/ORG/NAME[@REVISION][/PATH].")]
+HfSplit = Annotated[str | None, typer.Option("--hf-split", help="hf:// inputs: the split to read (default: train).")]
+HfConfig = Annotated[str | None, typer.Option("--hf-config", help="hf:// inputs: the config of the dataset card's `configs` (default: its default one).")]
+HfRevision = Annotated[str | None, typer.Option("--hf-revision", help="hf:// inputs: branch, tag or commit (default: main); the commit read is recorded.")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output Parquet file in the uft row schema.")]
 Format = Annotated[str | None, typer.Option("--format", "-f", help="Input layout; detected when omitted.")]
 Source = Annotated[str | None, typer.Option(help="Value of the `source` column; default: the first input's name up to its first dot.")]
@@ -86,7 +90,8 @@ def print_summary(summary: Summary, out: Path, rejects_path: Path | None) -> Non
 
 def run_rows_command(
     command: str,
-    inputs: list[Path],
+    inputs: list[str],
+    hub: HubOptions,
     out: Path,
     on_error: OnError,
     rejects_path: Path | None,
@@ -94,7 +99,7 @@ def run_rows_command(
     produce: Callable[[list[InputFile], Rejects, Summary, Callable[[int], None]], Iterator[pl.DataFrame]],
 ) -> Summary:
     """Shared driver: read inputs, write rows atomically, rejects file, summary in the file footer."""
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, hub)
     rejects = Rejects("skip" if on_error is OnError.skip else "raise")
     summary = Summary(command)
     metadata: dict[str, str] = {}
@@ -112,7 +117,11 @@ def run_rows_command(
 
 
 def _source(source: str | None, files: list[InputFile]) -> str:
-    return source or files[0].name.split(".")[0]
+    """The `source` column: given, or the Hub dataset's name, or the first file's name up to a dot."""
+    if source:
+        return source
+    first = files[0]
+    return first.remote.repo_id.split("/")[1] if first.remote else first.name.split(".")[0]
 
 
 @app.command()
@@ -124,6 +133,9 @@ def unfold(
     on_error: OnErrorOpt = OnError.error,
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
+    hf_split: HfSplit = None,
+    hf_config: HfConfig = None,
+    hf_revision: HfRevision = None,
 ) -> None:
     """Conversations -> one `sft` row per assistant turn (score 1.0).
 
@@ -140,7 +152,7 @@ def unfold(
         for f in files:
             yield from unfold_file(f, fmt=format, source=name, rejects=rejects_, summary=summary, progress=advance)
 
-    run_rows_command("unfold", inputs, out, on_error, rejects, quiet, produce)
+    run_rows_command("unfold", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce)
 
 
 def parse_scale(text: str | None, option: str) -> tuple[float, float] | None:
@@ -181,6 +193,9 @@ def score(
     on_error: OnErrorOpt = OnError.error,
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
+    hf_split: HfSplit = None,
+    hf_config: HfConfig = None,
+    hf_revision: HfRevision = None,
 ) -> None:
     """Rated responses -> `score` rows with a score in [0,1] and the raw ratings in `attributes`.
 
@@ -209,7 +224,7 @@ def score(
                              adapter_for=lambda layout: adapter_for(layout, options),
                              rejects=rejects_, summary=summary, progress=advance)
 
-    run_rows_command("score", inputs, out, on_error, rejects, quiet, produce)
+    run_rows_command("score", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce)
 
 
 @app.command()
@@ -225,6 +240,9 @@ def feedback(
     on_error: OnErrorOpt = OnError.error,
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
+    hf_split: HfSplit = None,
+    hf_config: HfConfig = None,
+    hf_revision: HfRevision = None,
 ) -> None:
     """Pairwise and binary feedback -> `pairwise` rows (two per pair, one `pair_id`) and `binary` rows.
 
@@ -248,7 +266,7 @@ def feedback(
                              adapter_for=lambda layout: adapter_for(layout, options),
                              rejects=rejects_, summary=summary, progress=advance)
 
-    run_rows_command("feedback", inputs, out, on_error, rejects, quiet, produce)
+    run_rows_command("feedback", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce)
 
 
 @app.command()
@@ -311,17 +329,106 @@ def mix(
 def inspect(
     path: Annotated[Path, typer.Argument(help="A Parquet file in the uft row schema, or a mixture folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", metavar="DIR", help="Also draw DIR/scores.png (score histogram per kind, by source) and DIR/lengths.png (prompt and completion characters).")] = None,
 ) -> None:
     """Counts by source and kind, score distribution, lengths, and schema validation.
 
     Exits 1 when a row breaks the schema (each problem is listed with its file and row).
     """
-    from uftdata.inspect import inspect_path, render
+    from uftdata.inspect import inspect_with_stats, render
 
-    report = inspect_path(path)
+    report, stats = inspect_with_stats(path)
+    if plot is not None:
+        from uftdata.plots import plot_lengths, plot_scores
+
+        report["plots"] = [str(plot_scores(stats, plot / "scores.png")), str(plot_lengths(stats, plot / "lengths.png"))]
     print(json.dumps(report, indent=2, sort_keys=True) if as_json else render(report))
+    if plot is not None and not as_json:
+        print("\n".join(f"plot: {p}" for p in report["plots"]))
     if report["problems"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def publish(
+    mixture: Annotated[Path, typer.Argument(help="A mixture folder built by `uftdata mix`.")],
+    repo: Annotated[str, typer.Option("--repo", help="Dataset repository ORG/NAME (created when missing).")],
+    public: Annotated[bool, typer.Option("--public", help="Create the repository public (default: private). An existing repository keeps its visibility.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be uploaded and where; contacts nothing.")] = False,
+    license: Annotated[str | None, typer.Option("--license", help="The card's license id (e.g. cc-by-4.0); default: the sources' license when they agree, else `other`.")] = None,
+    preview: Annotated[Path | None, typer.Option("--preview", metavar="DIR", help="Also write the card (README.md) and score_histogram.png that are uploaded into DIR.")] = None,
+) -> None:
+    """Upload a mixture to the Hugging Face Hub: shards, manifest.json, and a card made from the manifest.
+
+    The mixture is verified first (shard sha256s and the rows' content hash against manifest.json);
+    files the repository already holds unchanged are not sent, and a repeated publish makes no commit.
+    The token comes from HF_TOKEN or `hf auth login`; it is never printed or written.
+    """
+    from huggingface_hub import constants
+
+    from uftdata.publish import publish as publish_mixture
+
+    plan, commit_url = publish_mixture(mixture, repo, public=public, dry_run=dry_run, license=license, preview=preview)
+    visibility = "private" if plan.private else "public"
+    print(f"publish: {mixture} -> {constants.ENDPOINT}/datasets/{repo} ({visibility})")
+    for f in plan.uploads:
+        print(f"  upload     {f.path_in_repo:<40} {f.size:>12,} bytes  sha256 {f.sha256[:12]}  from {f.local.name}")
+    for path in plan.unchanged:
+        print(f"  unchanged  {path}")
+    for path in plan.deletes:
+        print(f"  delete     {path}  (not part of this mixture)")
+    if preview is not None:
+        print(f"  card preview: {preview / 'README.md'}")
+    if dry_run:
+        print("dry run: nothing was sent; the Hub was not contacted.")
+    elif commit_url is None:
+        print("up to date: the repository already holds these files; no commit made.")
+    else:
+        print(f"committed: {commit_url}")
+    if not dry_run and public != (not plan.private):
+        print(f"  note: the repository already existed and stays {visibility}; change it on the Hub if needed.")
+
+
+@app.command()
+def export(
+    mixture: Annotated[Path, typer.Argument(help="A mixture folder built by `uftdata mix` (its shards must match manifest.json).")],
+    to: Annotated[str, typer.Option("--to", help="trl-sft, trl-dpo, trl-kto or llamafactory (see above).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; written whole or not at all.")],
+    kto_threshold: Annotated[float, typer.Option(help="trl-kto and llamafactory's kto files: label = score >= T (compared in float32); recorded in export.json.")] = 0.5,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it is an earlier export (never another folder).")] = False,
+) -> None:
+    """Export a mixture for TRL or LLaMA-Factory, in rank order; every row a target leaves out is counted by reason.
+
+    \b
+    Targets:
+      trl-sft       sft rows only -> prompt, completion (TRL's conversational prompt-completion, SFTTrainer)
+      trl-dpo       pairwise rows joined by pair_id -> prompt, chosen, rejected, score_chosen,
+                    score_rejected (TRL's conversational preference layout, DPOTrainer)
+      trl-kto       every row -> prompt, completion, label = score >= --kto-threshold, so sft rows
+                    are desirable (TRL's unpaired preference layout, KTOTrainer)
+      llamafactory  NAME_sft.jsonl, NAME_dpo.jsonl (ranking), NAME_kto.jsonl and NAME_*_test.jsonl:
+                    sharegpt formatting with OpenAI role/content tags, listed in dataset_info.json
+                    (use OUT as LLaMA-Factory's dataset_dir); prompts must alternate user/assistant
+
+    TRL targets write OUT/data/{train,test}-00000-of-00001.parquet and a README.md, so
+    datasets.load_dataset(OUT) reads the splits. Every target writes OUT/export.json: the source mixture
+    and content hash, the threshold, and per file the examples written and the rows dropped by reason.
+    """
+    from uftdata.export import export_mixture
+
+    summary = export_mixture(mixture, to, out, kto_threshold=kto_threshold, overwrite=overwrite)
+    print(f"export: {mixture} -> {out} ({to}); source {summary['source']['name']}, "
+          f"content_hash {summary['source']['content_hash'][:16]}")
+    if summary["kto_threshold"] is not None:
+        print(f"  kto_threshold: {summary['kto_threshold']} (label = score >= threshold)")
+    for o in summary["outputs"]:
+        labels = o.get("labels")
+        counts = (f"; label true {labels['true']}, false {labels['false']}, "
+                  f"label_changed_by_threshold {labels['label_changed_by_threshold']}") if labels else ""
+        print(f"  {o['stage']} {o['split']}: {o['examples']} examples from {o['rows_in']} rows -> "
+              f"{o['path'] or 'nothing written'}{counts}")
+        for reason, n in o["dropped"].items():
+            print(f"    dropped.{reason}: {n}")
 
 
 if __name__ == "__main__":

@@ -6,21 +6,29 @@ each shard's sha256 against `manifest.json`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from uftdata import schema
+from uftdata.mixout import MANIFEST
 from uftdata.reader import expand_inputs, iter_frames
 from uftdata.rejects import Rejects
+from uftdata.verify import mixture_problems
 
 MAX_LISTED = 20
 SCORE_BINS = 10
 
 
 def inspect_path(path: Path) -> dict:
+    """The report `render` prints (and `--json` dumps): counts, scores, lengths, problems."""
+    return inspect_with_stats(path)[0]
+
+
+def inspect_with_stats(path: Path) -> tuple[dict, pl.DataFrame]:
+    """The report and the per-row stats behind it (split, source, kind, score, prompt_chars,
+    completion_chars, prompt_messages; empty when no row is valid): what `uftdata.plots` draws."""
     files = [f for f in expand_inputs([path]) if f.container == "parquet"]
     problems: list[str] = []
     stats = []
@@ -38,10 +46,12 @@ def inspect_path(path: Path) -> dict:
     if pairs:
         broken = schema.pair_problems(pl.concat(pairs))
         problems += [f"pair_id {pid}: {p}" for pid, p in broken.iter_rows()]
-    problems += _manifest_problems(path)
+    if (path / MANIFEST).is_file():
+        problems += mixture_problems(path)
     rows = pl.concat(stats) if stats else pl.DataFrame()
-    return {"path": str(path), "files": [f.name for f in files], "rows": rows.height,
-            **(_summarize(rows) if rows.height else {}), "problems": problems}
+    report = {"path": str(path), "files": [f.name for f in files], "rows": rows.height,
+              **(_summarize(rows) if rows.height else {}), "problems": problems}
+    return report, rows
 
 
 def _split_of(name: str) -> str:
@@ -80,23 +90,6 @@ def _quantiles(values: pl.Series) -> dict:
     return {"mean": round(float(values.mean()), 1),  # type: ignore[arg-type]
             **{f"p{q}": int(values.quantile(q / 100, "nearest")) for q in (50, 95)},  # type: ignore[arg-type]
             "max": int(values.max())}  # type: ignore[arg-type]
-
-
-def _manifest_problems(path: Path) -> list[str]:
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
-        return []
-    from uftdata.mixout import sha256_file
-
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    problems = []
-    for entry in manifest.get("files", []):
-        shard = path / entry["path"]
-        if not shard.is_file():
-            problems.append(f"{entry['path']}: listed in manifest.json but missing")
-        elif sha256_file(shard) != entry["sha256"]:
-            problems.append(f"{entry['path']}: sha256 differs from manifest.json (modified after mixing)")
-    return problems
 
 
 def render(report: dict) -> str:
