@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole path on the bundled data/: unfold, score, feedback, mix, inspect, then a short UFT
-# training run of a tiny model built from config (recipes/tiny.yaml) and its report.
+# The whole path on the bundled data/: unfold, score, feedback, mix, inspect (with figures), a
+# publish dry run (card preview), exports for TRL and LLaMA-Factory, then a short UFT training run
+# of a tiny model built from config (recipes/tiny.yaml) and its report with figures.
 # Outputs go to out/demo/ (ignored by git); run from the repository root. Nothing is downloaded.
 set -euo pipefail
 out=out/demo
@@ -12,6 +13,10 @@ uftdata feedback data/hh_rlhf.jsonl -o "$out/hh_rlhf.parquet" --source hh_rlhf
 uftdata feedback data/kto.jsonl -o "$out/kto.parquet" --source kto
 uftdata feedback --pairs-from-scores "$out/helpsteer2.parquet" -o "$out/helpsteer2_pairs.parquet" --source helpsteer2
 uftdata mix recipes/demo.yaml
-uftdata inspect "$out/mix_demo"
+uftdata inspect "$out/mix_demo" --plot "$out/plots"
+uftdata publish "$out/mix_demo" --repo your-name/mix_demo --dry-run --preview "$out/card"
+uftdata export "$out/mix_demo" --to trl-dpo -o "$out/export_trl_dpo" --overwrite
+uftdata export "$out/mix_demo" --to llamafactory -o "$out/export_llamafactory" --overwrite
 python -c "import datasets; print(datasets.load_dataset('$out/mix_demo'))"
 uft-train recipes/tiny.yaml output.overwrite=true
+uft-train report "$out/run"

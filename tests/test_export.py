@@ -325,6 +325,9 @@ def test_tampered_shard_exits_2_naming_the_file(hand: Path, tmp_path: Path) -> N
                                 "mixing). Rebuild the mixture with `uftdata mix`, or restore the file."]
     assert not (tmp_path / "out").exists()
     assert mixture_problems(hand) == [f"{SHARD}: sha256 differs from manifest.json (modified after mixing)"]
+    problems = inspect_path(hand)["problems"]  # a damaged shard is a listed problem, not a traceback
+    assert problems[-1] == f"{SHARD}: sha256 differs from manifest.json (modified after mixing)"
+    assert all(p.startswith(("train-00000-of-00001.parquet", SHARD)) for p in problems)
 
 
 def test_inspect_reports_a_shard_rewritten_after_mixing(hand: Path) -> None:

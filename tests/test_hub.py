@@ -180,6 +180,18 @@ def test_mix_reads_a_hub_source_and_pins_it_by_commit(hub: StubHub, tmp_path: Pa
     assert entry["upstream"]["inputs"][0]["url"] == "hf://datasets/nvidia/HelpSteer2/train.jsonl.gz"
 
 
+def test_inspect_reads_a_hub_schema_file(hub: StubHub, tmp_path: Path) -> None:
+    assert uftdata(["score", "hf://datasets/nvidia/HelpSteer2", "-o", "hs2.parquet"], tmp_path, hub).returncode == 0
+    folder = tmp_path / "published"
+    folder.mkdir()
+    (folder / "hs2.parquet").write_bytes((tmp_path / "hs2.parquet").read_bytes())
+    hub.add_dataset("org/rows", folder)
+    proc = uftdata(["inspect", "hf://datasets/org/rows", "--json"], tmp_path, hub)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["rows"] == 4 and report["files"] == ["hs2.parquet"] and report["problems"] == []
+
+
 def test_parse_url() -> None:
     url = parse_url("hf://datasets/org/name@v1.0/sub/dir")
     assert (url.repo_id, url.revision, url.path) == ("org/name", "v1.0", "sub/dir")

@@ -327,9 +327,12 @@ def mix(
 
 @app.command()
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A Parquet file in the uft row schema, or a mixture folder.")],
+    path: Annotated[str, typer.Argument(help="A Parquet file in the uft row schema, a mixture folder, or a Hub dataset hf://datasets/ORG/NAME[@REVISION][/PATH].")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="DIR", help="Also draw DIR/scores.png (score histogram per kind, by source) and DIR/lengths.png (prompt and completion characters).")] = None,
+    hf_split: HfSplit = None,
+    hf_config: HfConfig = None,
+    hf_revision: HfRevision = None,
 ) -> None:
     """Counts by source and kind, score distribution, lengths, and schema validation.
 
@@ -337,7 +340,7 @@ def inspect(
     """
     from uftdata.inspect import inspect_with_stats, render
 
-    report, stats = inspect_with_stats(path)
+    report, stats = inspect_with_stats(path, HubOptions(hf_split, hf_config, hf_revision))
     if plot is not None:
         from uftdata.plots import plot_lengths, plot_scores
 

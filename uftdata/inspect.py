@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from uftdata import schema
+from uftdata.hub import HubOptions, is_hub_url
 from uftdata.mixout import MANIFEST
 from uftdata.reader import expand_inputs, iter_frames
 from uftdata.rejects import Rejects
@@ -21,33 +22,41 @@ MAX_LISTED = 20
 SCORE_BINS = 10
 
 
-def inspect_path(path: Path) -> dict:
+def inspect_path(path: Path | str, hub: HubOptions | None = None) -> dict:
     """The report `render` prints (and `--json` dumps): counts, scores, lengths, problems."""
-    return inspect_with_stats(path)[0]
+    return inspect_with_stats(path, hub)[0]
 
 
-def inspect_with_stats(path: Path) -> tuple[dict, pl.DataFrame]:
+def inspect_with_stats(path: Path | str, hub: HubOptions | None = None) -> tuple[dict, pl.DataFrame]:
     """The report and the per-row stats behind it (split, source, kind, score, prompt_chars,
-    completion_chars, prompt_messages; empty when no row is valid): what `uftdata.plots` draws."""
-    files = [f for f in expand_inputs([path]) if f.container == "parquet"]
+    completion_chars, prompt_messages; empty when no row is valid): what `uftdata.plots` draws.
+    `path`: a schema file, a mixture folder, or a Hub dataset (hf://datasets/...)."""
+    files = [f for f in expand_inputs([path], hub) if f.container == "parquet"]
     problems: list[str] = []
     stats = []
     pairs = []
     for f in files:
-        file_problems = schema.schema_problems(pq.read_schema(f.path))
+        try:
+            file_problems = schema.schema_problems(f.parquet().schema_arrow)
+        except (pa.ArrowInvalid, OSError) as e:  # e.g. a shard damaged after mixing
+            problems.append(f"{f.name}: cannot be read as Parquet ({' '.join(str(e).split())})")
+            continue
         if file_problems:
             problems += [f"{f.name}: {p}" for p in file_problems]
             continue
-        for frame in iter_frames(f, schema.SCHEMA, [], Rejects.raising()):
-            bad = schema.row_problems(frame.drop("_line"))
-            problems += [f"{f.where(frame['_line'][r])}: field {c!r} {p}" for r, c, p in bad.iter_rows()]
-            stats.append(_batch_stats(frame, split=_split_of(f.name)))
-            pairs.append(frame.filter(pl.col("kind") == "pairwise").select("pair_id", "label"))
+        try:
+            for frame in iter_frames(f, schema.SCHEMA, [], Rejects.raising()):
+                bad = schema.row_problems(frame.drop("_line"))
+                problems += [f"{f.where(frame['_line'][r])}: field {c!r} {p}" for r, c, p in bad.iter_rows()]
+                stats.append(_batch_stats(frame, split=_split_of(f.name)))
+                pairs.append(frame.filter(pl.col("kind") == "pairwise").select("pair_id", "label"))
+        except (pa.ArrowInvalid, OSError) as e:
+            problems.append(f"{f.name}: cannot be read as Parquet ({' '.join(str(e).split())})")
     if pairs:
         broken = schema.pair_problems(pl.concat(pairs))
         problems += [f"pair_id {pid}: {p}" for pid, p in broken.iter_rows()]
-    if (path / MANIFEST).is_file():
-        problems += mixture_problems(path)
+    if not is_hub_url(str(path)) and (Path(path) / MANIFEST).is_file():
+        problems += mixture_problems(Path(path))
     rows = pl.concat(stats) if stats else pl.DataFrame()
     report = {"path": str(path), "files": [f.name for f in files], "rows": rows.height,
               **(_summarize(rows) if rows.height else {}), "problems": problems}
