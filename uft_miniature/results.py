@@ -7,8 +7,10 @@ import json
 import statistics
 from pathlib import Path
 
+from matplotlib import colormaps
+
 from uft_miniature.methods import GRID, METHODS
-from uftdata.figures import colors, new_figure, save_png
+from uftdata.figures import new_figure, save_png
 
 # (metric, column title, higher is better); the order of the table's columns.
 COLUMNS = (
@@ -78,12 +80,19 @@ def ratio_sweep_figure(table: dict, path: Path) -> Path:
     return save_png(figure, path)
 
 
+def distinct_colors(names: list[str]) -> dict[str, tuple[float, ...]]:
+    """Up to 20 distinguishable colors: tab20's dark shades first, then its light ones (tab10 would
+    repeat after 10 methods and give two methods one color)."""
+    cmap = colormaps["tab20"]
+    return {name: tuple(cmap((2 * i) % 20 + (2 * i // 20) % 2)) for i, name in enumerate(names)}
+
+
 def reward_kl_figure(results: dict[str, dict[int, dict]], table: dict, path: Path) -> Path:
     """Mean reward of generations against KL from the base: each seed faint, the mean with sd bars."""
     figure = new_figure(7.5, 5.2)
     ax = figure.subplots()
     names = [m for m in table if "kl" in table[m]]
-    palette = colors(names)
+    palette = distinct_colors(names)
     for name in names:
         runs = list(results[name].values())
         ax.scatter([r["kl"] for r in runs], [r["reward"] for r in runs], color=palette[name], alpha=0.3, s=14)
