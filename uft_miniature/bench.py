@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from uft_miniature.methods import RECIPES, BenchSize, Method
+from uft_miniature.methods import GRID, RECIPES, BenchSize, Method
 
 Log = Callable[[str], None]
 MIXTURE_RECIPES = ("uft.yaml", "sft_then_dpo.yaml")  # each distinct mixture once; the rest share them
@@ -44,7 +44,7 @@ def command(name: str) -> str:
     return shutil.which(name) or str(Path(sys.executable).with_name(name))
 
 
-def prepare_data(work: Path, size: BenchSize, grid: bool, log: Log) -> None:
+def prepare_data(work: Path, size: BenchSize, log: Log) -> None:
     from uft_miniature.sources import write_world
     from uft_miniature.world import build_world
 
@@ -66,15 +66,9 @@ def prepare_data(work: Path, size: BenchSize, grid: bool, log: Log) -> None:
     for args in steps:
         if not (work / args[args.index("-o") + 1]).is_file():
             run_command(["uftdata", *args, "--quiet"], work, log)
-    recipes = list(MIXTURE_RECIPES) + ([m.recipe for m in _grid()] if grid else [])
+    recipes = list(MIXTURE_RECIPES) + ([m.recipe for m in GRID] if size.grid else [])
     for recipe in recipes:
-        run_command(["uftdata", "mix", str(RECIPES / recipe), "--quiet"], work, log)
-
-
-def _grid() -> tuple[Method, ...]:
-    from uft_miniature.methods import GRID
-
-    return GRID
+        run_command(["uftdata", "mix", str(RECIPES / recipe), "--quiet"], work, log)  # type: ignore[operator]
 
 
 def run_command(args: list[str], cwd: Path, log: Log) -> None:
@@ -110,7 +104,7 @@ def train_method(work: Path, base: Path, method: Method, seed: int, size: BenchS
     if size.max_steps is not None:
         overrides.append(f"train.max_steps={size.max_steps}")
     started = time.perf_counter()
-    with working_dir(work), contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
+    with working_dir(work), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         run_training(RECIPES / method.recipe, overrides)  # type: ignore[operator]
     log(f"trained {method.name} seed {seed} in {time.perf_counter() - started:.0f} s")
     return out
@@ -145,7 +139,7 @@ def run_benchmark(work: Path, size: BenchSize, log: Log = print) -> dict[str, di
     work.mkdir(parents=True, exist_ok=True)
     work = work.resolve()
     started = time.perf_counter()
-    prepare_data(work, size, size.grid, log)
+    prepare_data(work, size, log)
     base = prepare_base(work, size, log)
     results: dict[str, dict[int, dict]] = {}
     for method in size.all_methods():

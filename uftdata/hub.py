@@ -199,7 +199,7 @@ def _by_split_name(url: HubURL, readable: list[str], split: str | None) -> list[
         rest = path[len(url.path):] if url.path else path
         return re.search(rf"(^|{_DELIMITER}){re.escape(keyword)}({_DELIMITER}|$)", rest.lower()) is not None
 
-    keywords = {s: k for s, k in SPLIT_KEYWORDS.items()}
+    keywords = dict(SPLIT_KEYWORDS)
     wanted = split or "train"
     keywords.setdefault(wanted, (wanted,))
     named_any = [p for p in readable if any(names(p, k) for ks in keywords.values() for k in ks)]

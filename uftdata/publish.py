@@ -26,7 +26,7 @@ from uftdata.mixout import MANIFEST, content_hash
 from uftdata.verify import check_mixture
 
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
-HASHED_COLUMNS = ["id", "kind", "score", "label", "pair_id"]
+READ_COLUMNS = ["id", "kind", "score", "label", "pair_id", "source"]  # content hash + histogram
 
 
 @dataclass(frozen=True)
@@ -63,31 +63,30 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def verify_mixture(folder: Path) -> dict:
-    """The manifest, after checking the shards' bytes and the content hash of their rows."""
+def verify_mixture(folder: Path) -> tuple[dict, dict[str, pl.DataFrame]]:
+    """The manifest and each split's small columns (the card's histogram reads them too), after
+    checking the shards' bytes and the content hash of their rows."""
     manifest = check_mixture(folder)
-    splits: dict[str, list[pl.DataFrame]] = {}
+    parts: dict[str, list[pl.DataFrame]] = {}
     for entry in manifest["files"]:
         split = Path(entry["path"]).name.split("-")[0]
-        splits.setdefault(split, []).append(pl.read_parquet(folder / entry["path"], columns=HASHED_COLUMNS))
-    found = content_hash({split: pl.concat(frames) for split, frames in splits.items()})
+        parts.setdefault(split, []).append(pl.read_parquet(folder / entry["path"], columns=READ_COLUMNS))
+    splits = {split: pl.concat(frames) for split, frames in parts.items()}
+    found = content_hash(splits)
     if found != manifest["content_hash"]:
         raise UftDataError(str(folder / MANIFEST), "content_hash does not match the rows of the shards",
                            got=found, expected=manifest["content_hash"],
                            fix="Rebuild the mixture with `uftdata mix`; a hand-edited manifest cannot be published.")
-    return manifest
+    return manifest, splits
 
 
-def stage_card(folder: Path, manifest: dict, repo_id: str | None, staging: Path, license: str | None) -> list[Path]:
+def stage_card(manifest: dict, splits: dict[str, pl.DataFrame], repo_id: str | None, staging: Path,
+               license: str | None) -> list[Path]:
     """README.md and the score histogram, as they would be uploaded, written into `staging`."""
     from uftdata.plots import plot_scores
 
-    stats = []
-    for entry in manifest["files"]:
-        split = Path(entry["path"]).name.split("-")[0]
-        frame = pl.read_parquet(folder / entry["path"], columns=["source", "kind", "score"])
-        stats.append(frame.with_columns(split=pl.lit(split)))
-    plot_scores(pl.concat(stats), staging / HISTOGRAM)
+    stats = pl.concat([rows.select("source", "kind", "score", split=pl.lit(split)) for split, rows in splits.items()])
+    plot_scores(stats, staging / HISTOGRAM)
     card = render_card(manifest, repo_id=repo_id, histogram=True, license=license)
     (staging / "README.md").write_text(card, encoding="utf-8")
     return [staging / "README.md", staging / HISTOGRAM]
@@ -124,10 +123,10 @@ def publish(folder: Path, repo_id: str, *, public: bool = False, dry_run: bool =
             license: str | None = None, preview: Path | None = None) -> tuple[Plan, str | None]:
     """(plan, commit URL or None). Dry run: the plan of a first upload, without contacting the Hub."""
     check_repo_id(repo_id)
-    manifest = verify_mixture(folder)
+    manifest, splits = verify_mixture(folder)
     with tempfile.TemporaryDirectory(prefix=".uft-publish-") as tmp:
         staging = Path(tmp)
-        staged = stage_card(folder, manifest, repo_id, staging, license)
+        staged = stage_card(manifest, splits, repo_id, staging, license)
         if preview is not None:
             preview.mkdir(parents=True, exist_ok=True)
             for path in staged:
