@@ -57,6 +57,7 @@ class HFLanguageModel:
             for row, i in enumerate(batch):  # left padding: every prompt ends at the last column
                 ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
                 mask[row, width - len(encoded[i]):] = 1
+            ids, mask = ids.to(self.model.device), mask.to(self.model.device)
             generated = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                 eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
@@ -75,8 +76,8 @@ class HFLanguageModel:
             for row, i in enumerate(batch):  # right padding: positions match the unpadded sequence
                 ids[row, :len(sequences[i])] = torch.tensor(list(sequences[i]))
                 mask[row, :len(sequences[i])] = 1
-            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-            logps = torch.log_softmax(logits, dim=-1)
+            logits = self.model(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)).logits
+            logps = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, i in enumerate(batch):
                 out[i] = logps[row, :len(sequences[i]) - 1]
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
@@ -18,7 +19,7 @@ hf_logging.disable_progress_bar()  # a "Loading weights" bar per evaluation woul
 def load_base(folder: Path) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
-    return tokenizer, model.eval()
+    return tokenizer, model.to(device()).eval()
 
 
 def load_run(run_dir: Path, base: Path) -> PreTrainedModel:
@@ -27,4 +28,9 @@ def load_run(run_dir: Path, base: Path) -> PreTrainedModel:
     _, model = load_tokenizer_and_model(recipe, run_dir / "tokenizer")
     with quiet_peft():
         merged = PeftModel.from_pretrained(model, str(run_dir / "adapter")).merge_and_unload()
-    return merged.eval()
+    return merged.to(device()).eval()
+
+
+def device() -> str:
+    """Evaluate where the trainer trains: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"

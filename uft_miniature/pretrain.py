@@ -75,6 +75,8 @@ def cache_key(texts: Sequence[str], tokenizer_texts: Sequence[str], cfg: Pretrai
                "tokenizer_texts": hashlib.sha256(json.dumps(list(tokenizer_texts)).encode()).hexdigest(),
                "config": asdict(cfg), "torch": torch.__version__, "transformers": transformers.__version__,
                "tokenizers": tokenizers.__version__}
+    if torch.cuda.is_available():  # a GPU gives other weights than the CPU; CPU keys stay as they were
+        payload["device"] = "cuda"
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -103,7 +105,9 @@ def train(model: LlamaForCausalLM, documents: Sequence[Sequence[int]], cfg: Pret
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     model.train()
     started, window, losses = time.perf_counter(), [], []
+    device = next(model.parameters()).device
     for step, batch in zip(range(cfg.steps), packed_batches(documents, cfg, generator)):
+        batch = batch.to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
         loss = model(input_ids=batch, labels=batch).loss
@@ -143,7 +147,8 @@ def pretrain_base(texts: Sequence[str], out_dir: Path, cfg: PretrainConfig = SIZ
     documents = [tokenizer(t, add_special_tokens=False)["input_ids"] + [end] for t in texts]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        record = train(model, documents, cfg, log)
+        record = train(model.to("cuda" if torch.cuda.is_available() else "cpu"), documents, cfg, log)
+    model = model.to("cpu")
     record.update(key=key, config=asdict(cfg), documents=len(documents), tokens=sum(map(len, documents)),
                   parameters=sum(p.numel() for p in model.parameters()), torch=torch.__version__,
                   transformers=transformers.__version__)
