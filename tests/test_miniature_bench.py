@@ -69,3 +69,13 @@ def test_recipes_hold_the_papers_hyperparameters_times_one_factor() -> None:
             assert recipe.loss.beta == beta, name
         assert (recipe.train.batch_size, recipe.train.epochs, recipe.lora.r, recipe.lora.alpha) == (8, 2, 16, 16)
         assert len(recipe.lora.targets) == 7
+
+
+def test_a_folder_made_for_another_size_is_refused(tmp_path: Path) -> None:
+    from uft_miniature.bench import SIZE_FILE, prepare_data
+    from uft_miniature.sizes import SIZES
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / SIZE_FILE).write_text("{}")
+    with pytest.raises(RuntimeError, match="was made for another benchmark size"):
+        prepare_data(tmp_path, SIZES["smoke"].bench, print)

@@ -7,12 +7,14 @@
 4. `runs/<method>/seed<S>/`: `uft-train RECIPE` for every method and seed (the same entry point as
    the command, in this process to save the imports), second stages after their first stage;
 5. `eval/<method>/seed<S>.json`: the ground-truth evaluation of every run, and of the base.
-Every step skips work whose output is complete, so an interrupted benchmark resumes.
+Every step but `mix` (seconds; rebuilt from its recipe each time, byte-identical) skips work whose
+output is complete, so an interrupted benchmark resumes; a folder made for another size is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ from pathlib import Path
 from uft_miniature.methods import GRID, RECIPES, BenchSize, Method
 
 Log = Callable[[str], None]
+SIZE_FILE = "bench_size.json"
 MIXTURE_RECIPES = ("uft.yaml", "sft_then_dpo.yaml")  # each distinct mixture once; the rest share them
 
 
@@ -49,9 +52,14 @@ def prepare_data(work: Path, size: BenchSize, log: Log) -> None:
     from uft_miniature.world import build_world
 
     raw, prepared = work / "raw", work / "prepared"
-    if not (raw / "world.json").is_file():
+    made_for = json.dumps(dataclasses.asdict(size), sort_keys=True, default=str)
+    if (raw / SIZE_FILE).is_file() and (raw / SIZE_FILE).read_text() != made_for:
+        raise RuntimeError(f"{work} was made for another benchmark size ({raw / SIZE_FILE}); "
+                           "delete it or pass another --work")
+    if not (raw / SIZE_FILE).is_file():
         counts = write_world(build_world(size.world), raw, conversations=size.conversations,
                              eval_size=size.eval_questions, probes=size.probes)
+        (raw / SIZE_FILE).write_text(made_for)  # last: its presence means raw/ is complete
         log(f"world: {counts}")
     steps = [
         ["unfold", "raw/ultrachat.jsonl", "-o", "prepared/ultrachat.parquet", "--source", "ultrachat"],
