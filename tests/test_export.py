@@ -22,7 +22,6 @@ import datasets
 import polars as pl
 import pytest
 from test_cli_errors import run_main
-from test_train_loop import build_demo_mixture
 
 from uftdata.errors import UftDataError
 from uftdata.export import EXPORT_FILE, LF_TAGS, TARGETS, export_mixture, stage_examples
@@ -75,9 +74,9 @@ def hand(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo mixture of data/: every kind, and a test split."""
-    return build_demo_mixture(tmp_path_factory.mktemp("demo"))
+def demo(mixture: Path) -> Path:
+    """The demo mixture of data/ (conftest.py): every kind, and a test split."""
+    return mixture
 
 
 def answers(mixture: Path) -> list[str]:

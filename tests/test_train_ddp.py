@@ -6,31 +6,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_loop import RUN_FILES, build_demo_mixture, files, read_metrics, tiny_recipe
+from test_train_loop import RUN_FILES, files, read_metrics, tiny_recipe
 
 import uft_train.train as train_module
 from uft_train.config import RecipeError, recipe_to_yaml
 from uft_train.train import train
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """As in test_train_loop; torchrun gives each rank one thread too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def mixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_demo_mixture(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.mark.parametrize("loss, kinds", [("una_mse", []), ("kto", ["data.kinds=[sft,binary,pairwise]"])])

@@ -13,7 +13,6 @@ import io
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,19 +94,8 @@ def files(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="session")
-def mixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_demo_mixture(tmp_path_factory.mktemp("demo"))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: a 32-wide model gains nothing from more, and spinning OpenMP threads make
-    these runs several times slower while another process holds one of the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(autouse=True)

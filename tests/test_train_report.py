@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
 from matplotlib.collections import PathCollection
-from test_train_loop import LOSS_KINDS, build_demo_mixture, read_metrics, tiny_recipe
+from test_train_loop import LOSS_KINDS, read_metrics, tiny_recipe
 
 import uft_train.train as train_module
 from uft_train import cli
@@ -25,18 +24,8 @@ from uft_train.train import Run, train
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """As in test_train_loop."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
-
-@pytest.fixture(scope="module")
-def mixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_demo_mixture(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="module")
