@@ -3,11 +3,12 @@
 `matplotlib.figure.Figure` with an explicit Agg canvas instead of `pyplot`: no global registry of
 open figures to leak between calls (or grow in a long-lived process), and no GUI backend picked up
 from the environment. The PNG carries no "Software" text (the matplotlib version), and Agg has no
-clock in it, so the same data gives the same bytes.
+clock in it, so the same data gives the same bytes; its one text chunk (MARK) says uft drew it.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from uftdata.atomic import atomic_path
 
 DPI = 100
 PALETTE = "tab10"
+# A constant tEXt chunk: a rerun may replace the PNGs uft drew, and nothing else. No version in it, so
+# the same data still gives the same bytes.
+MARK = {"uft": "drawn by uft"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_MAX_TEXT = 1 << 20
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -52,8 +58,29 @@ def moving_mean(values: Sequence[float], window: int) -> np.ndarray:
 
 
 def save_png(figure: Figure, path: Path) -> Path:
-    """Write `figure` to `path` as PNG, atomically (a reader never sees half a file); returns `path`."""
+    """Write `figure` to `path` as PNG, atomically (a reader never sees half a file); returns `path`.
+    An existing file is replaced only if it is a PNG uft drew (`drawn_by_uft`)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+    with atomic_path(path, owned=drawn_by_uft, fix="Move it away, or draw into another folder.") as tmp:
+        figure.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None, **MARK})
     return path
+
+
+def drawn_by_uft(path: Path) -> bool:
+    """A PNG whose text chunks, before the image data, hold MARK."""
+    key, value = next(iter(MARK.items()))
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _PNG_SIGNATURE:
+                return False
+            while header := f.read(8):
+                length, kind = struct.unpack(">I4s", header)
+                if kind in (b"IDAT", b"IEND") or length > _MAX_TEXT:
+                    return False
+                data = f.read(length)
+                f.seek(4, 1)  # the chunk's CRC
+                if kind == b"tEXt" and data == f"{key}\0{value}".encode("latin-1"):
+                    return True
+    except (OSError, struct.error):
+        return False
+    return False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +18,7 @@ from uftdata.atomic import atomic_path
 ROW_GROUP_ROWS = 5_000
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
+SUMMARY_KEY = "uft.summary"  # the footer key holding the command's summary (accounting.Summary)
 
 
 class RowWriter:
@@ -86,12 +87,23 @@ class RowWriter:
 
 
 @contextmanager
-def open_rows(path: Path, metadata: dict[str, str] | None = None) -> Iterator[RowWriter]:
+def open_rows(path: Path, metadata: dict[str, str] | None = None, *, overwrite: bool = False,
+              inputs: Iterable[Path] = ()) -> Iterator[RowWriter]:
     """A RowWriter whose file appears at `path` only when the block completes. `metadata` is read
-    at the end, so the caller may fill it (e.g. with the summary) inside the block."""
-    with atomic_path(Path(path)) as tmp:
+    at the end, so the caller may fill it (e.g. with the summary) inside the block. An existing file
+    is replaced only if uftdata wrote it (`written_by_uftdata`) or with `overwrite`."""
+    with atomic_path(Path(path), overwrite=overwrite, owned=written_by_uftdata, inputs=inputs) as tmp:
         writer = RowWriter(tmp)
         try:
             yield writer
         finally:
             writer.close(metadata)
+
+
+def written_by_uftdata(path: Path) -> bool:
+    """A Parquet file whose footer holds the summary that unfold, score and feedback write (SUMMARY_KEY)."""
+    try:
+        metadata = pq.read_metadata(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return False
+    return SUMMARY_KEY.encode() in metadata
