@@ -12,7 +12,7 @@ uftdata score data/helpsteer2_validation.jsonl -o "$out/helpsteer2_validation.pa
 uftdata feedback data/hh_rlhf.jsonl -o "$out/hh_rlhf.parquet" --source hh_rlhf
 uftdata feedback data/kto.jsonl -o "$out/kto.parquet" --source kto
 uftdata feedback --pairs-from-scores "$out/helpsteer2.parquet" -o "$out/helpsteer2_pairs.parquet" --source helpsteer2
-uftdata mix recipes/demo.yaml
+uftdata mix recipes/demo.yaml --overwrite
 uftdata inspect "$out/mix_demo" --plot "$out/plots"
 uftdata publish "$out/mix_demo" --repo your-name/mix_demo --dry-run --preview "$out/card"
 uftdata export "$out/mix_demo" --to trl-dpo -o "$out/export_trl_dpo" --overwrite

@@ -53,8 +53,8 @@ def train(folder: Path) -> pl.DataFrame:
     return pl.read_parquet(folder / "data" / "train-*.parquet")
 
 
-def build(s: MixtureSpec, out: Path) -> dict:
-    return build_mixtures(s, out, Rejects.raising())[0]
+def build(s: MixtureSpec, out: Path, *, overwrite: bool = False) -> dict:
+    return build_mixtures(s, out, Rejects.raising(), overwrite=overwrite)[0]
 
 
 @pytest.fixture()
@@ -242,7 +242,7 @@ def test_rebuilt_folder_does_not_load_stale_rows(sources: tuple[Path, Path], tmp
     datasets = pytest.importorskip("datasets")
     a, _ = sources
     for seed in (0, 1):
-        build(spec(src(a, "30"), seed=seed), tmp_path / "mix")
+        build(spec(src(a, "30"), seed=seed), tmp_path / "mix", overwrite=True)
         loaded = datasets.load_dataset(str(tmp_path / "mix"), cache_dir=str(tmp_path / "hf"))
         assert loaded["train"]["id"] == train(tmp_path / "mix")["id"].to_list()
 
@@ -260,8 +260,8 @@ def test_sweep_builds_nested_grid(sources: tuple[Path, Path], tmp_path: Path) ->
 def test_refuses_to_replace_a_folder_that_is_not_a_mixture(sources: tuple[Path, Path], tmp_path: Path) -> None:
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "notes.txt").write_text("keep me")
-    with pytest.raises(UftDataError, match="not a mixture folder"):
-        build(spec(src(sources[0], "10")), tmp_path / "precious")
+    with pytest.raises(UftDataError, match="did not write; refusing to replace it"):
+        build(spec(src(sources[0], "10")), tmp_path / "precious", overwrite=True)
     assert (tmp_path / "precious" / "notes.txt").exists()
 
 

@@ -271,9 +271,12 @@ def test_folder_and_two_inputs(tmp_path: Path, records: list[dict]) -> None:
     unfold(tmp_path / "all.jsonl", "-o", tmp_path / "one.parquet", "--source", "a")
 
     folder, two, one = (read_rows(tmp_path / f"{n}.parquet") for n in ("folder", "two", "one"))
-    assert_frame_equal(folder, two)
-    assert_frame_equal(folder, one)  # ids in the records, so source_id does not name the file
-    assert set(folder["source"]) == {"a"}  # the first input's name up to its first dot
+    assert_frame_equal(folder.drop("source"), two.drop("source"))
+    assert_frame_equal(folder.drop("source"), one.drop("source"))  # ids in the records: source_id names no file
+    # The default source: a folder's name for all its files; each input file its own name.
+    assert set(folder["source"]) == {"in"} and set(one["source"]) == {"a"}
+    from_a = sum(len(r["data"]) // 2 for r in records[:5])
+    assert two["source"].to_list() == ["a"] * from_a + ["b"] * (two.height - from_a)
     n_rows = sum(len(r["data"]) // 2 for r in records)
     assert stdout.splitlines()[0] == f"unfold: 12 records in, 12 used, 0 dropped -> {n_rows} rows in " \
                                      f"{tmp_path / 'folder.parquet'}"

@@ -76,7 +76,7 @@ def prepare_data(work: Path, size: BenchSize, log: Log) -> None:
             run_command(["uftdata", *args, "--quiet"], work, log)
     recipes = list(MIXTURE_RECIPES) + ([m.recipe for m in GRID] if size.grid else [])
     for recipe in recipes:
-        run_command(["uftdata", "mix", str(RECIPES / recipe), "--quiet"], work, log)  # type: ignore[operator]
+        run_command(["uftdata", "mix", str(RECIPES / recipe), "--overwrite", "--quiet"], work, log)  # type: ignore[operator]
 
 
 def run_command(args: list[str], cwd: Path, log: Log) -> None:

@@ -20,6 +20,7 @@ from uftdata.errors import UftDataError
 OnShort = Literal["error", "repeat"]
 _COUNT = re.compile(r"^(\d+(?:\.\d+)?)\s*([km]?)$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1_000, "m": 1_000_000}  # `k` is 1,000 exactly (DESIGN.md)
+FRACTION_SLACK = 1e-9  # 0.1 + 0.2 + 0.7 is 1.0000000000000002 in floats
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,22 @@ class MixtureSpec:
     def name(self) -> str:
         """`mix_<take>_<take>...`, e.g. mix_20k_all: the folder name a sweep gives each mixture."""
         return "mix_" + "_".join(re.sub(r"[^0-9A-Za-z.]+", "", s.take.text) for s in self.sources)
+
+
+_EXTENSIONS = (".gz", ".jsonl", ".ndjson", ".json", ".parquet")
+_SPLIT_SUFFIX = re.compile(r"[_.-](?:train|test|validation|valid|val|dev|eval)$", re.IGNORECASE)
+
+
+def source_name(name: str) -> str:
+    """A source's default name from its file or folder name: without the input extensions and a
+    trailing split name, so a dataset's train and test files name one source (the rows' `source`
+    of unfold/score/feedback, and a mixture source whose rows disagree on theirs):
+    `hh-rlhf_harmless-base_test.jsonl` -> `hh-rlhf_harmless-base`, `helpsteer2_validation.jsonl.gz`
+    -> `helpsteer2`, `ultrachat.v2.parquet` -> `ultrachat.v2`."""
+    stem = name
+    while ext := next((e for e in _EXTENSIONS if stem.lower().endswith(e) and len(stem) > len(e)), None):
+        stem = stem[: -len(ext)]
+    return _SPLIT_SUFFIX.sub("", stem) or stem
 
 
 def parse_take(value: object, where: str) -> Take:
@@ -149,7 +166,7 @@ def spec_from_options(
         first = next((s for s in sources if s.path == path), SourceSpec(path, sweep_takes[0]))
         sources = [first, *rest]
     return _checked(MixtureSpec(tuple(sources), seed=seed, on_short=on_short, total=_total(total), sweep=sweep_takes),
-                    "options")  # type: ignore[arg-type]
+                    "options", takes_key="--take", total_key="--total")  # type: ignore[arg-type]
 
 
 def _total(value: object) -> int | None:
@@ -194,10 +211,10 @@ def spec_from_mapping(section: dict, where: str) -> MixtureSpec:
         raise UftDataError(f"{where}.seed", "is not an integer", got=seed)
     spec = MixtureSpec(tuple(sources), out=section.get("out"), seed=seed,
                        on_short=section.get("on_short", "error"), total=_total(section.get("total")))
-    return _checked(spec, where)
+    return _checked(spec, where, takes_key=f"{where}.sources", total_key=f"{where}.total")
 
 
-def _checked(spec: MixtureSpec, where: str) -> MixtureSpec:
+def _checked(spec: MixtureSpec, where: str, *, takes_key: str, total_key: str) -> MixtureSpec:
     if not spec.sources:
         raise UftDataError(where, "names no sources", fix="Add --take PATH=COUNT (or mixture.sources).")
     if spec.on_short not in get_args(OnShort):
@@ -205,9 +222,30 @@ def _checked(spec: MixtureSpec, where: str) -> MixtureSpec:
     paths = [s.path for s in spec.sources]
     if len(set(paths)) != len(paths):
         raise UftDataError(where, "names a source twice", got=paths)
-    fractions = [s for s in spec.sources if s.take.fraction is not None]
-    if fractions and spec.total is None and len(fractions) == len(spec.sources):
-        raise UftDataError(where, "fractions need a total or one absolute count", fix="Add --total N or give one source a count.")
-    if fractions and spec.total is None and sum(s.take.fraction or 0 for s in fractions) >= 1:
-        raise UftDataError(where, "fractions sum to 1 or more next to absolute counts", got=[s.take.text for s in fractions])
+    variants = [spec.with_take(t) for t in spec.sweep] or [spec]
+    if spec.total is not None and not any(s.take.fraction is not None for v in variants for s in v.sources):
+        raise UftDataError(total_key, "applies to fractional takes, and no source takes a fraction", got=spec.total,
+                           fix="Drop the total, or give a source a fraction of the mixture (e.g. 0.5 or 50%).")
+    for variant in variants:
+        _check_fractions(variant, takes_key, total_key)
     return spec
+
+
+def _check_fractions(spec: MixtureSpec, takes_key: str, total_key: str) -> None:
+    """Fractions are shares of the final mixture, so together they are at most all of it (and
+    under 1 next to absolute counts, which need room).
+    Whether the absolute counts fit in the total is known after reading (`all`): mix.resolve_counts."""
+    fractions = [s for s in spec.sources if s.take.fraction is not None]
+    if not fractions:
+        return
+    given = [f"{s.path}={s.take.text}" for s in fractions]
+    share = sum(s.take.fraction or 0 for s in fractions)
+    if share > 1 + FRACTION_SLACK:
+        raise UftDataError(takes_key, f"fractions sum to {share:g}, more than the whole mixture", got=given,
+                           fix="Lower them so they sum to at most 1.")
+    if spec.total is None and len(fractions) == len(spec.sources):
+        raise UftDataError(takes_key, "fractions need a total or one absolute count", got=given,
+                           fix=f"Add {total_key} N or give one source a count.")
+    if spec.total is None and share >= 1 - FRACTION_SLACK:
+        raise UftDataError(takes_key, f"fractions sum to {share:g}, leaving no room for the absolute counts", got=given,
+                           fix=f"Lower them below 1, or give {total_key} N.")
