@@ -172,6 +172,7 @@ def test_bad_literal_lists_the_allowed_values() -> None:
     ({"loss": {"name": "sft"}, "lora": {"dropout": 1.0}}, "r.yaml: lora.dropout: must be in [0, 1) (got 1.0)."),
     ({"train": {"epochs": 0}}, "r.yaml: train.epochs: must be > 0 (got 0)."),
     ({"train": {"max_steps": -3}}, "r.yaml: train.max_steps: must be > 0 (got -3)."),
+    ({"data": {"max_drop_share": 1.5}}, "r.yaml: data.max_drop_share: must be in [0, 1] (got 1.5)."),
     ({"data": {"max_prompt_length": 2048}},
      "r.yaml: data.max_prompt_length: must be less than data.max_length (got 2048); expected < 2048."),
     ({"train": {"batch_size": 8, "micro_batch_size": 3}},
@@ -306,9 +307,13 @@ def write_recipe(tmp_path: Path, **sections: object) -> Path:
 
 
 def build_manifest(tmp_path: Path, **changes: object) -> None:
-    """A manifest of the mixture MIXTURE describes (only the keys `uft-train` compares)."""
-    manifest = {"seed": 0, "on_short": "error", "total": None,
-                "sources": [{"name": "a", "take": "20k", "test": {"fraction": 0.01}}]} | changes
+    """A manifest of the mixture MIXTURE describes (the keys `uft-train` compares; the others empty)."""
+    manifest = {"uft_mixture_version": 2, "name": "m", "seed": 0, "on_short": "error", "total": None,
+                "sources": [{"name": "a", "take": "20k", "test": {"fraction": 0.01}}], "counts": {}, "dropped": {},
+                "content_hash": "0" * 64, "files": [], "versions": {}} | changes
+    empty = {"rows_train": 0, "rows_test": 0, "repeated_rows": 0, "files": [], "test_files": [],
+             "accounting": {"records_in": 0, "records_used": 0, "dropped": {}}}
+    manifest["sources"] = [empty | source for source in manifest["sources"]]  # type: ignore[attr-defined]
     (tmp_path / "mixes/m").mkdir(parents=True)
     (tmp_path / "mixes/m/manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 

@@ -37,15 +37,15 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 # evaluation's rewards too, when the loss has an implicit reward and the run a test split.
 RUN_FILES = {
     "adapter/README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-    "data.json", "eval_predictions.parquet", "metrics.jsonl", "recipe.yaml", "summary.json",
+    "data.json", "eval_predictions.parquet", "metrics.jsonl", "recipe.yaml", "run.json", "summary.json",
     "tokenizer/chat_template.jinja", "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json",
 }
 # sft has no implicit reward; dpo keeps pairwise rows only, and the demo's test split has none.
 NO_PREDICTIONS = {"sft", "dpo"}
 CHECKPOINT_FILES = {"adapter/README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                    "step.json", "trainer_state.pt"}
+                    "identity.json", "recipe.yaml", "step.json", "trainer_state.pt"}
 EXPORT_FILES = {"chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
-                "tokenizer.json", "tokenizer_config.json"}
+                "tokenizer.json", "tokenizer_config.json", "uft_export.json"}
 STEP_KEYS = {"step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "padding_share"}
 
 # Each loss on the kinds it trains (DESIGN.md, "Loss x kind"); una_* take the whole mixture.
@@ -384,6 +384,11 @@ def test_cli_trains_a_recipe_file_and_prints_the_report(mixture: Path, tmp_path:
     assert info.value.code == 0
     run_dir = tmp_path / "run"
     lines = capsys.readouterr().out.splitlines()
+    # The data report comes first, before training.
+    assert lines[:3] == [f"data: {mixture}",
+                         "  train: 129 rows -> 127 examples; dropped 2 (1.6%): too_long 2; prompt_truncated 0",
+                         "  test: 16 rows -> 16 examples; dropped 0 (0.0%); prompt_truncated 0"]
+    lines = lines[3:]
     assert lines[:3] == [f"run: {run_dir}", f"  adapter: {run_dir / 'adapter'}",
                          f"  metrics: {run_dir / 'metrics.jsonl'}"]
     metrics = read_metrics(run_dir)

@@ -21,40 +21,102 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from uft_train.config import Recipe
+from uft_train.config import ModelConfig, Recipe
+from uftdata.errors import UftDataError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TINY_BASE_SEED = 0  # the tiny "base model" is the same whatever the training seed
 
 
-def load_tokenizer_and_model(recipe: Recipe, tokenizer_dir: Path) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """The tokenizer and the base model (stage-1 adapter merged in, if any), before LoRA."""
+def load_tokenizer_and_model(recipe: Recipe,
+                             tokenizer_dir: Path | None) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """The tokenizer and the base model (stage-1 adapter merged in, if any), before LoRA.
+
+    The tiny model's tokenizer is read from `tokenizer_dir` (a run folder's; built and saved there if
+    missing), or built in memory when it is None: a run saves it only once its checks have passed.
+    A model that cannot be loaded is a `UftDataError` naming `model.name`, never a traceback."""
     cfg = recipe.model
     if cfg.name == "tiny":
         from uft_train.tiny import build_tiny_model
-        from uft_train.tokenizer import load_or_build_tokenizer
+        from uft_train.tokenizer import build_tokenizer, load_or_build_tokenizer
 
-        tokenizer = load_or_build_tokenizer(tokenizer_dir)
+        tokenizer = build_tokenizer() if tokenizer_dir is None else load_or_build_tokenizer(tokenizer_dir)
         tiny = cfg.tiny
         model = build_tiny_model(tokenizer, hidden_size=tiny.hidden_size, num_layers=tiny.num_layers,
                                  num_heads=tiny.num_heads, intermediate_size=tiny.intermediate_size,
                                  max_position_embeddings=tiny.max_position_embeddings, seed=TINY_BASE_SEED)
         model = model.to(DTYPES[cfg.dtype])
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(cfg.name, revision=cfg.revision,
-                                                  trust_remote_code=cfg.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            cfg.name, revision=cfg.revision, dtype=DTYPES[cfg.dtype],
-            trust_remote_code=cfg.trust_remote_code, use_safetensors=True,
-        )
+        tokenizer, model = load_pretrained(cfg)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # masks come from lengths, so pad may equal eos
     if cfg.init_adapter:
         with quiet_peft():
             model = PeftModel.from_pretrained(model, cfg.init_adapter).merge_and_unload()
     return tokenizer, model
+
+
+def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """Tokenizer and model of a Hub id or a local folder: safetensors weights only, and the repository's
+    own code only with model.trust_remote_code."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_local_model(cfg.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.name, revision=cfg.revision,
+                                                  trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.name, revision=cfg.revision, dtype=DTYPES[cfg.dtype],
+            trust_remote_code=cfg.trust_remote_code, use_safetensors=True,
+        )
+    except (OSError, ValueError) as error:  # huggingface_hub's errors are OSErrors; "unrecognized model" a ValueError
+        raise unloadable(cfg.name, error) from None
+    return tokenizer, model
+
+
+def check_local_model(name: str) -> None:
+    """A `model.name` that is (or can only be) a local folder: it exists, with config.json and safetensors.
+
+    A Hub id is `name` or `owner/name`; anything else (absolute, `./`, `~`, deeper) is a path, and so is
+    an existing folder: transformers reads those without asking the Hub."""
+    path = Path(name).expanduser()
+    where = f"model.name: {name}"
+    if not path.exists():
+        if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
+            raise UftDataError(where, "no such folder",
+                               fix="Point model.name at a model folder (config.json, *.safetensors, tokenizer "
+                                   "files) or a Hub id.")
+        return  # a Hub id
+    if not path.is_dir():
+        raise UftDataError(where, "is a file, not a model folder",
+                           fix="Point model.name at the folder that holds config.json and the *.safetensors weights.")
+    if not (path / "config.json").is_file():
+        raise UftDataError(where, "has no config.json: it is not a saved model",
+                           fix="Point model.name at a folder written by save_pretrained (or `uft-train export`).")
+    if not any(path.glob("*.safetensors")):
+        raise UftDataError(where, "has no *.safetensors weights (uft-train loads safetensors only, never pickles)",
+                           fix="Convert the weights to safetensors (save_pretrained(..., safe_serialization=True)).")
+
+
+def unloadable(name: str, error: Exception) -> UftDataError:
+    """The one line for a Hub id transformers could not load: offline, unreachable, unknown or unusable."""
+    text = " ".join(str(error).split())
+    where = f"model.name: {name}"
+    offline = "HF_HUB_OFFLINE=1 (and a local folder as model.name, or the model already in the Hugging Face cache)"
+    from huggingface_hub import constants  # HF_HUB_OFFLINE as read when huggingface_hub was imported
+
+    if constants.HF_HUB_OFFLINE:
+        return UftDataError(where, "is not in the local Hugging Face cache and HF_HUB_OFFLINE forbids downloading it",
+                            fix=f"Download it once where there is network (hf download {name}), or set "
+                                "model.name to a local folder.")
+    if "safetensors" in text:
+        return UftDataError(where, "has no safetensors weights (uft-train loads safetensors only, never pickles)",
+                            fix="Choose a revision or repository with *.safetensors weights.")
+    if "connect" in text or "offline" in text:
+        return UftDataError(where, "cannot be downloaded: the Hugging Face Hub is not reachable",
+                            fix=f"Check the network, or work offline: {offline}.")
+    return UftDataError(where, f"cannot be loaded ({text[:200]})",
+                        fix=f"Check the Hub id (and model.revision) or the folder; to work offline: {offline}.")
 
 
 @contextmanager
@@ -126,6 +188,38 @@ def model_fingerprint(recipe: Recipe, tokenizer_dir: Path) -> dict:
         "template": cfg.template,
         "tokenizer": _folder_hash(tokenizer_dir) if cfg.name == "tiny" else None,
     }
+
+
+def model_identity(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> dict[str, str]:
+    """What a checkpoint records of the base model and tokenizer, beyond the recipe's model.* keys, so a
+    resumed run knows it continues on the same ones: the Hub commit the weights came from, sha256s of
+    the config, of every tensor's name, dtype, shape and first and last 64 values (the whole weights
+    would take minutes at 7B; a sample tells two checkpoints of one architecture apart), of the
+    tokenizer (its full serialization, chat template and special tokens) and of the stage-1 adapter."""
+    config = {k: v for k, v in model.config.to_dict().items()
+              if k not in ("transformers_version", "_commit_hash", "_name_or_path")}
+    weights = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        sample = torch.cat([flat[:64], flat[-64:]]).to("cpu", torch.float64).numpy()
+        weights.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        weights.update(sample.tobytes())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    tokens = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    identity = {
+        "model.commit": str(getattr(model.config, "_commit_hash", None)),
+        "model.config_sha256": _sha256(json.dumps(config, sort_keys=True, default=str)),
+        "model.weights_sha256": weights.hexdigest(),
+        "model.tokenizer_sha256": _sha256(json.dumps([tokens, tokenizer.chat_template,
+                                                      tokenizer.special_tokens_map], sort_keys=True, default=str)),
+    }
+    if cfg.init_adapter:
+        identity["model.init_adapter_sha256"] = _folder_hash(Path(cfg.init_adapter))
+    return identity
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _folder_hash(folder: Path) -> str:

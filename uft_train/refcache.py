@@ -98,6 +98,6 @@ def compute(run, path: Path, key: str) -> None:  # noqa: ANN001
             logps.append(sequence_logps(run.model, *args).float().cpu())
         rows += [e.row for e in examples]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=True) as tmp:  # our cache: a file whose stored key differs is rebuilt
         save_file({"rows": torch.tensor(rows, dtype=torch.int64), "logps": torch.cat(logps)}, str(tmp),
                   metadata={"key": key})

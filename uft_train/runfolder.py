@@ -1,11 +1,11 @@
-"""The run folder: resolved recipe, data report, metrics.jsonl, checkpoints, the final adapter."""
+"""The run folder: run.json (its marker), resolved recipe, data report, metrics.jsonl, checkpoints, the
+final adapter."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -13,9 +13,12 @@ from pathlib import Path
 import polars as pl
 import torch
 import torch.distributed as dist
+from transformers import PreTrainedTokenizerBase
 
-from uft_train.predictions import PREDICTIONS, write_predictions
-from uftdata.atomic import atomic_path
+from uft_train.checkpoint import latest_checkpoint
+from uft_train.predictions import PREDICTIONS
+from uftdata import __version__
+from uftdata.atomic import atomic_path, check_output
 from uftdata.errors import UftDataError
 
 
@@ -30,22 +33,72 @@ def setup_distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+MARKER = "run.json"  # every run folder is made holding it: only a folder holding it is reused or removed
+
+
+def is_run_folder(path: Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
 class RunFolder:
-    def __init__(self, path: Path, *, overwrite: bool, rank: int, tensorboard: bool = False) -> None:
+    """`output.dir`. Built on every rank, it only looks (rank 0): a new run folder, or output.overwrite
+    on one of ours, is `fresh` and made by `prepare` once the run's checks have passed, so a run
+    refused for its data, model or device writes nothing; a run folder of ours is continued; a
+    finished run needs output.overwrite; any other non-empty folder is refused, never touched."""
+
+    def __init__(self, path: Path, *, overwrite: bool, rank: int, tensorboard: bool = False,
+                 inputs: Iterable[Path] = ()) -> None:
         self.path, self.rank, self.tensorboard = path, rank, tensorboard
+        self.inputs = list(inputs)
         self._board = None
         if tensorboard and rank == 0:
             tensorboard_writer(None)  # fail before any work when the package is missing
-        finished = (path / "adapter").exists()
-        if rank == 0 and finished and not overwrite:
-            raise UftDataError(str(path), "holds a finished run", fix="Set output.overwrite=true or choose another output.dir.")
-        if rank == 0 and finished:  # a fresh run: no old metrics appended to, no old checkpoint resumed
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
+        self.fresh = rank == 0 and self._fresh(overwrite)  # other ranks: rank 0 has made it (a barrier)
         self._metrics = None
+
+    def _fresh(self, overwrite: bool) -> bool:
+        """True: a new run folder will be made; False: ours, continued. Raises for the others."""
+        path = self.path
+        if os.path.lexists(path) and not path.is_dir():
+            raise UftDataError(str(path), "is not a folder", fix="Choose another output.dir.")
+        if not path.is_dir() or not any(path.iterdir()):
+            return True
+        if not is_run_folder(path):
+            raise UftDataError(str(path), f"is not empty and holds no {MARKER}: it is not a uft run folder, and "
+                               "uft-train neither writes into nor removes it",
+                               fix="Choose another output.dir (a run folder of an older uft-train: remove it "
+                                   "yourself).")
+        if overwrite:
+            check_output(path, overwrite=True, owned=is_run_folder, inputs=self.inputs)
+            return True
+        if (path / "adapter").exists():
+            raise UftDataError(str(path), "holds a finished run",
+                               fix="Set output.overwrite=true or choose another output.dir.")
+        return False
+
+    def checkpoint(self) -> Path | None:
+        """The checkpoint to resume from: none in a fresh run."""
+        return None if self.fresh else latest_checkpoint(self.path)
 
     def tokenizer_dir(self) -> Path:
         return self.path / "tokenizer"
+
+    def tokenizer_source(self) -> Path | None:
+        """Where the tiny model's tokenizer is read: this run folder's, unless the run starts afresh."""
+        return None if self.fresh else self.tokenizer_dir()
+
+    def prepare(self, tokenizer: PreTrainedTokenizerBase | None) -> None:
+        """Rank 0: a fresh run folder with its marker (and `tokenizer`, the tiny model's) replaces what was
+        at output.dir (our own run folder, with overwrite) in one rename; a continued one is kept."""
+        if self.rank != 0 or not self.fresh:
+            return
+        with atomic_path(self.path, overwrite=True, owned=is_run_folder, inputs=self.inputs) as tmp:
+            tmp.mkdir()
+            (tmp / MARKER).write_text(json.dumps({"format": "uft-train run folder", "format_version": 1,
+                                                  "uft_version": __version__}, indent=2) + "\n", encoding="utf-8")
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp / "tokenizer")
+        self.fresh = False
 
     def start(self, recipe: str, data_report: dict, steps_per_epoch: int, total_steps: int,
               *, resumed_at: int = 0) -> None:
@@ -88,8 +141,9 @@ class RunFolder:
         """The final adapter, eval_predictions.parquet (when there are rewards) and summary.json."""
         if self.rank != 0:
             return
-        if predictions is not None:
-            write_predictions(predictions, self.path / PREDICTIONS)
+        if predictions is not None:  # a run killed between this file and the adapter wrote it already
+            with atomic_path(self.path / PREDICTIONS, overwrite=True) as tmp:
+                predictions.write_parquet(tmp)
         model = run.model.module if hasattr(run.model, "module") else run.model
         with atomic_path(self.path / "adapter") as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
@@ -108,7 +162,8 @@ def _logged_step(line: str) -> float:
 
 
 def _write(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+    """One of the run's own files, in its own run folder: rewritten when the run is continued."""
+    with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 

@@ -14,21 +14,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
 import torch
 import torch.distributed as dist
 
 from uft_train import batching, losses
-from uft_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from uft_train.checkpoint import check_resume, latest_checkpoint, load_checkpoint, save_checkpoint
 from uft_train.config import Recipe, RecipeError, data_path, recipe_to_yaml
 from uft_train.data import PROMPT_TRUNCATED, Example, check_kinds, read_split, tokenize_split
 from uft_train.kl import derangement, swap_completion
-from uft_train.model import add_adapter, load_tokenizer_and_model, reference, sequence_logps
+from uft_train.model import add_adapter, load_tokenizer_and_model, model_identity, reference, sequence_logps
 from uft_train.objective import micro_batch_terms, uses_pair_terms
 from uft_train.predictions import prediction_frame
 from uft_train.refcache import ReferenceCache, reference_cache
 from uft_train.runfolder import RunFolder, setup_distributed
 from uft_train.schedule import make_optimizer, make_scheduler
 from uftdata.errors import UftDataError
+from uftdata.mixout import content_hash
 from uftdata.schema import KINDS
 
 
@@ -48,6 +50,7 @@ class Run:
     rank: int = 0
     world: int = 1
     refs: ReferenceCache | None = None
+    identity: dict[str, str] = field(default_factory=dict)  # the data's and model's, for checkpoints
     spec: losses.LossSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -59,9 +62,24 @@ class Run:
 
 
 def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """`train.device` as a torch device; one that this machine does not have is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": torch.backends.mps}.get(device.type)
+    if backend is None:
+        return device
+    available = backend.is_available()
+    count = int(available) if device.type == "mps" else (backend.device_count() if available else 0)
+    if (device.index is None and available) or (device.index is not None and device.index < count):
+        return device
+    where = f"train.device: {name}"
+    fix = "Set train.device=auto (the GPU when there is one, else the CPU) or train.device=cpu."
+    if not available:
+        cpu_only = device.type == "cuda" and not torch.version.cuda
+        build = f" (this torch {torch.__version__} is built without CUDA)" if cpu_only else ""
+        raise UftDataError(where, f"no {device.type} device is available on this machine{build}", fix=fix)
+    raise UftDataError(where, f"this machine has {count} {device.type} device(s), numbered from 0", fix=fix)
 
 
 def bf16_autocast(run: Run) -> bool:
@@ -254,13 +272,26 @@ def chunk_units(units: list[tuple[int, ...]], size: int) -> list[list[int]]:
     return [c for c in chunks if c]
 
 
-def load_examples(recipe: Recipe, tokenizer) -> tuple[list[Example], list[Example], dict]:  # noqa: ANN001
+def read_splits(recipe: Recipe) -> dict[str, pl.DataFrame]:
+    """The rows of the recipe's data, by split ("test" only when there is one)."""
     folder = data_path(recipe)
+    splits = {split: read_split(folder, split) for split in ("train", "test")}
+    return {split: rows for split, rows in splits.items() if rows is not None}
+
+
+def load_examples(recipe: Recipe, tokenizer) -> tuple[list[Example], list[Example], dict]:  # noqa: ANN001
+    return tokenize_splits(recipe, tokenizer, read_splits(recipe))
+
+
+def tokenize_splits(recipe: Recipe, tokenizer, splits: dict[str, pl.DataFrame],  # noqa: ANN001
+                    ) -> tuple[list[Example], list[Example], dict]:
+    """Train and test examples, and the data report: per split, rows, examples, kinds left out by
+    data.kinds, drops by reason and prompts truncated."""
     spec = losses.get_loss(recipe.loss.name)
     report: dict = {}
     out = []
     for split in ("train", "test"):
-        rows = read_split(folder, split)
+        rows = splits.get(split)
         if rows is None or rows.height == 0:
             out.append([])
             continue
@@ -276,28 +307,89 @@ def load_examples(recipe: Recipe, tokenizer) -> tuple[list[Example], list[Exampl
     return out[0], out[1], report
 
 
+def data_report_lines(folder: Path, report: dict) -> list[str]:
+    """What tokenization made of each split, printed before training (data.json keeps it too)."""
+    lines = [f"data: {folder}"]
+    for split, r in report.items():
+        dropped = sum(r["dropped"].values())
+        reasons = ", ".join(f"{reason} {n}" for reason, n in _largest(r["dropped"]))
+        filtered = "".join(f", {kind} {n}" for kind, n in sorted(r["kinds_filtered"].items()))
+        lines.append(f"  {split}: {r['rows']} rows -> {r['examples']} examples; dropped {dropped} "
+                     f"({_share(dropped, r['rows'])}){': ' + reasons if reasons else ''}; "
+                     f"prompt_truncated {r['prompt_truncated']}" + (f"; left out by data.kinds{filtered}" if filtered else ""))
+    return lines
+
+
+def check_drop_shares(recipe: Recipe, report: dict) -> None:
+    """Stop before training when tokenization drops more than data.max_drop_share of a split's rows:
+    a run on the rest would answer another question than the recipe asks."""
+    limit = recipe.data.max_drop_share
+    over = []
+    for split, r in report.items():
+        dropped = sum(r["dropped"].values())
+        if r["rows"] and dropped / r["rows"] > limit:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in _largest(r["dropped"])[:3])
+            over.append(f"the {split} split would lose {dropped} of its {r['rows']} rows "
+                        f"({_share(dropped, r['rows'])}: {reasons})")
+    if over:
+        raise UftDataError(str(data_path(recipe)), f"{'; '.join(over)}, more than data.max_drop_share {limit:g}",
+                           fix="Raise data.max_length / data.max_prompt_length, set "
+                               "data.truncation=truncate_prompt_left, or raise data.max_drop_share.")
+
+
+def _largest(counts: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "0.0%"
+
+
+def data_identity(splits: dict[str, pl.DataFrame]) -> dict[str, str]:
+    """The content hash of the rows read (ids hash the text; scores, labels and pairs are hashed
+    too): a resumed run must read the same rows, whether from a mixture or a plain Parquet file."""
+    return {"data.content_hash": content_hash(splits)}
+
+
 def train(recipe: Recipe, recipe_path: Path | None = None) -> Path:
-    """Run the recipe; returns the run folder (adapter/, metrics.jsonl, recipe.yaml, summary.json)."""
+    """Run the recipe; returns the run folder (adapter/, metrics.jsonl, recipe.yaml, summary.json).
+
+    Everything that can refuse the run comes before the run folder is made or changed: the device,
+    the folder itself, the data, the checkpoint's recipe, data and model (a resume), the model's
+    loading and the drop shares."""
     rank, world = setup_distributed()
     problems = batching.batch_size_problems(recipe.train.batch_size, recipe.train.micro_batch_size, world,
                                             pairs_as_one_term=uses_pair_terms(recipe.loss))
     if world > 1 and problems:  # one process: the recipe loader has checked the sizes
         raise RecipeError([f"torchrun with {world} processes: {p}" for p in problems])
+    device = pick_device(recipe.train.device)
     torch.manual_seed(recipe.train.seed)
-    # Rank 0 first: it clears the folder (overwrite) and writes the tiny tokenizer that the other
-    # ranks then read, never half-written.
+    # Rank 0 first: it checks, makes the folder (overwrite: replaces ours) and writes the tiny
+    # tokenizer that the other ranks then read, never half-written.
     if rank != 0:
         dist.barrier()
+    inputs = [data_path(recipe), *([Path(recipe.model.init_adapter)] if recipe.model.init_adapter else [])]
     folder = RunFolder(Path(recipe.output.dir), overwrite=recipe.output.overwrite, rank=rank,
-                       tensorboard=recipe.output.tensorboard)
-    tokenizer, base = load_tokenizer_and_model(recipe, folder.tokenizer_dir())
-    if rank == 0 and world > 1:
-        dist.barrier()
-    device = pick_device(recipe.train.device)
-    model = add_adapter(base, recipe, implicit_reward=losses.get_loss(recipe.loss.name).needs_reference).to(device)
-    train_rows, test_rows, data_report = load_examples(recipe, tokenizer)
+                       tensorboard=recipe.output.tensorboard, inputs=inputs)
+    splits = read_splits(recipe)
+    identity = data_identity(splits)
+    checkpoint = folder.checkpoint() if rank == 0 else None
+    if checkpoint is not None:
+        check_resume(checkpoint, recipe, identity)  # before the model loads: a wrong lr costs no minutes
+    tokenizer, base = load_tokenizer_and_model(recipe, folder.tokenizer_source())
+    identity.update(model_identity(recipe.model, tokenizer, base))
+    if checkpoint is not None:
+        check_resume(checkpoint, None, identity)
+    train_rows, test_rows, data_report = tokenize_splits(recipe, tokenizer, splits)
+    if rank == 0:
+        print("\n".join(data_report_lines(data_path(recipe), data_report)), flush=True)
+    check_drop_shares(recipe, data_report)
     if not train_rows:
         raise UftDataError(str(data_path(recipe)), "no training rows left after tokenization", got=data_report)
+    folder.prepare(tokenizer if recipe.model.name == "tiny" else None)
+    if rank == 0 and world > 1:
+        dist.barrier()
+    model = add_adapter(base, recipe, implicit_reward=losses.get_loss(recipe.loss.name).needs_reference).to(device)
     units = batching.make_units(train_rows, pairs_as_one_term=uses_pair_terms(recipe.loss))
     steps_per_epoch = len(batching.global_batches(train_rows, units, batch_size=recipe.train.batch_size,
                                                   seed=recipe.train.seed, epoch=0))
@@ -307,13 +399,15 @@ def train(recipe: Recipe, recipe_path: Path | None = None) -> Path:
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     run = Run(recipe, model, optimizer, scheduler, train_rows, test_rows, units, tokenizer.pad_token_id, device,
-              rank, world)
+              rank, world, identity=identity)
     if recipe.loss.reference == "precompute" and run.spec.needs_reference:
         run.refs = reference_cache(run, recipe, folder.tokenizer_dir())
     start = 0
-    checkpoint = latest_checkpoint(folder.path)
+    checkpoint = latest_checkpoint(folder.path)  # every rank: rank 0 has checked it
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, run)
+        if rank == 0:
+            print(f"resumed at step {start} of {total_steps} (checkpoint {checkpoint})", flush=True)
     folder.start(recipe_to_yaml(recipe), data_report, steps_per_epoch, total_steps, resumed_at=start)
     run_loop(run, folder, start, total_steps, steps_per_epoch)
     if world > 1:
