@@ -173,7 +173,7 @@ def test_mix_reads_a_hub_source_and_pins_it_by_commit(hub: StubHub, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "mix" / "manifest.json").read_text())
     source = manifest["sources"][0]
-    assert source["name"] == "hs2" and source["rows_train"] == 4
+    assert source["name"] == "HelpSteer2" and source["rows_train"] == 4  # the `source` its rows carry
     entry = source["files"][0]
     assert entry["url"] == "hf://datasets/org/rows/hs2.parquet" and entry["revision"] == commit
     assert "sha256" not in entry  # pinned by commit, not hashed (that would download it whole)

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from uftdata.figures import colors, moving_mean, new_figure, no_data
 from uftdata.schema import KINDS
@@ -70,6 +71,7 @@ def _panel(ax: Axes, steps: Sequence[dict], evals: Sequence[dict], keys: dict[st
     if zero_line is not None:
         ax.axhline(zero_line, color="0.6", linewidth=0.8, linestyle=":")
     ax.set(xlabel="step", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no tick at step 1.5
     ax.legend(fontsize="small")
 
 

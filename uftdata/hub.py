@@ -6,12 +6,17 @@ when it has them, else split names in the file paths (`train-00000-of-00002.parq
 `data/test.jsonl.gz`, `harmless-base/train.jsonl.gz`). Files are read in place: JSONL as one
 streamed download, Parquet by byte ranges; nothing is downloaded whole or cached on disk.
 The token comes from `HF_TOKEN` or the login cache (huggingface_hub's own lookup) and is never
-printed; the endpoint from `HF_ENDPOINT`.
+printed; the endpoint from `HF_ENDPOINT`. A Hub that cannot be reached (no network, a refused
+connection, a timeout, `HF_HUB_OFFLINE=1`) is one line saying how to work offline instead.
 """
 
 from __future__ import annotations
 
+import io
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any
@@ -69,10 +74,88 @@ class RemoteFile:
         fs = hub_filesystem()
         where = f"datasets/{self.repo_id}@{self.commit}/{self.path}"
         # block_size=0: one streamed GET for sequential reads; Parquet needs seeks (byte ranges).
-        return fs.open(where, "rb", block_size=8 << 20 if seekable else 0)  # type: ignore[return-value]
+        with reaching(self.url, self.repo_id):
+            stream = fs.open(where, "rb", block_size=8 << 20 if seekable else 0)
+        return _HubStream(self.url, self.repo_id, stream)  # type: ignore[return-value]
 
     def provenance(self) -> dict:
         return {"url": self.url, "revision": self.commit, "license": self.license}
+
+
+class _HubStream:
+    """A Hub file being read: a connection lost mid-read is one line naming the file (`reaching`).
+    Only what gzip, pyarrow and the readers call is offered, so none of them bypasses the check."""
+
+    def __init__(self, url: str, repo_id: str, raw: Any) -> None:
+        self.url, self.repo_id, self._raw = url, repo_id, raw
+
+    def read(self, size: int = -1) -> bytes:
+        with reaching(self.url, self.repo_id):
+            return self._raw.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with reaching(self.url, self.repo_id):
+            return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return bool(self._raw.seekable())
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._raw.closed)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _HubStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def is_network_error(error: BaseException) -> bool:
+    """Whether `error` means the Hub could not be reached (refused, DNS, timeout, offline mode),
+    whichever HTTP client this huggingface_hub uses: requests before 1.0, httpx or httpx2 since.
+    Only a client already imported can have raised, so none is imported here."""
+    if isinstance(error, (ConnectionError, TimeoutError)):  # OfflineModeIsEnabled is a ConnectionError
+        return True
+    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                          ("requests", ("ConnectionError", "Timeout"))):
+        client = sys.modules.get(module)
+        if client is not None and isinstance(error, tuple(getattr(client, name) for name in names)):
+            return True
+    return False
+
+
+def offline_fix(repo_id: str, revision: str | None = None) -> str:
+    """How to read a Hub dataset without network: download it where there is one, pass the folder."""
+    pinned = f" --revision {revision}" if revision else ""
+    return (f"To work offline, download it on a connected machine with `hf download {repo_id} --repo-type dataset"
+            f"{pinned} --local-dir DIR`, then pass DIR (or its files) instead of the hf:// URL.")
+
+
+@contextmanager
+def reaching(url: str, repo_id: str, revision: str | None = None) -> Iterator[None]:
+    """Network failures inside as one `UftDataError` naming `url` and the endpoint, with the offline fix."""
+    try:
+        yield
+    except Exception as e:
+        if not is_network_error(e):
+            raise
+        from huggingface_hub import constants
+
+        reason = " ".join(str(e).split()) or "no answer"
+        if len(reason) > 160:
+            reason = reason[:160].rsplit(" ", 1)[0] + " ..."
+        raise UftDataError(url, f"the Hub could not be reached at {constants.ENDPOINT} ({type(e).__name__}: {reason})",
+                           fix=offline_fix(repo_id, revision)) from None
 
 
 def is_hub_url(text: str) -> bool:
@@ -110,7 +193,8 @@ def resolve(text: str, options: HubOptions, supported: tuple[str, ...]) -> list[
     revision = url.revision or options.revision
     info = _dataset_info(url, revision)
     files = {s.rfilename: s.size or 0 for s in info.siblings or []}
-    card = _card(url.repo_id, info.sha, files)
+    with reaching(url.text, url.repo_id, revision):
+        card = _card(url.repo_id, info.sha, files)
     if url.path in files:  # one file named directly
         chosen = [url.path]
     else:
@@ -121,10 +205,15 @@ def resolve(text: str, options: HubOptions, supported: tuple[str, ...]) -> list[
 
 
 def _dataset_info(url: HubURL, revision: str | None) -> Any:
+    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        return hub_api().dataset_info(url.repo_id, revision=revision, files_metadata=True)
+        with reaching(url.text, url.repo_id, revision):
+            # huggingface_hub's API calls wait forever by default; a Hub behind a silent firewall
+            # should fail like a refused connection, after the metadata timeout (HF_HUB_ETAG_TIMEOUT).
+            return hub_api().dataset_info(url.repo_id, revision=revision, files_metadata=True,
+                                          timeout=constants.HF_HUB_ETAG_TIMEOUT)
     except RevisionNotFoundError:
         raise UftDataError(url.text, "revision not found", got=revision, expected="a branch, tag or commit") from None
     except RepositoryNotFoundError:

@@ -2,6 +2,12 @@
 
 Reads in batches (memory: one batch plus one length per row). For a mixture folder, also checks
 each shard's sha256 against `manifest.json`.
+
+What is a finding and what is an error: a file that is read and is not what `inspect` expects (a
+row breaking the schema, a raw JSONL or Parquet file not yet converted, a mixture shard that differs
+from its manifest, even one too damaged to read) is a listed problem, exit 1. A path that cannot be
+read at all (missing, not Parquet, damaged, a broken `.gz`) outside a mixture is one error line,
+exit 2: there is nothing to report on.
 """
 
 from __future__ import annotations
@@ -9,12 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 
-from uftdata import schema
+from uftdata import layouts, schema
+from uftdata.errors import UftDataError
 from uftdata.hub import HubOptions, is_hub_url
 from uftdata.mixout import MANIFEST
-from uftdata.reader import expand_inputs, iter_frames
+from uftdata.reader import InputFile, expand_inputs, first_record, iter_frames
 from uftdata.rejects import Rejects
 from uftdata.verify import mixture_problems
 
@@ -31,36 +37,77 @@ def inspect_with_stats(path: Path | str, hub: HubOptions | None = None) -> tuple
     """The report and the per-row stats behind it (split, source, kind, score, prompt_chars,
     completion_chars, prompt_messages; empty when no row is valid): what `uftdata.plots` draws.
     `path`: a schema file, a mixture folder, or a Hub dataset (hf://datasets/...)."""
-    files = [f for f in expand_inputs([path], hub) if f.container == "parquet"]
+    found = expand_inputs([path], hub)
+    # A folder's Parquet files are what is inspected (a mixture's manifest.json is checked below);
+    # a file named directly, or a folder holding no Parquet at all, is reported as not being rows.
+    files = [f for f in found if f.container == "parquet"] or found
+    mixture = not is_hub_url(str(path)) and (Path(path) / MANIFEST).is_file()
     problems: list[str] = []
     stats = []
     pairs = []
     for f in files:
+        if f.container != "parquet":
+            problems.append(_not_rows(f))
+            continue
         try:
             file_problems = schema.schema_problems(f.parquet().schema_arrow)
-        except (pa.ArrowInvalid, OSError) as e:  # e.g. a shard damaged after mixing
-            problems.append(f"{f.name}: cannot be read as Parquet ({' '.join(str(e).split())})")
-            continue
-        if file_problems:
-            problems += [f"{f.name}: {p}" for p in file_problems]
-            continue
-        try:
+            if file_problems:
+                problems += _schema_problems(f, file_problems)
+                continue
             for frame in iter_frames(f, schema.SCHEMA, [], Rejects.raising()):
                 bad = schema.row_problems(frame.drop("_line"))
                 problems += [f"{f.where(frame['_line'][r])}: field {c!r} {p}" for r, c, p in bad.iter_rows()]
                 stats.append(_batch_stats(frame, split=_split_of(f.name)))
                 pairs.append(frame.filter(pl.col("kind") == "pairwise").select("pair_id", "label"))
-        except (pa.ArrowInvalid, OSError) as e:
-            problems.append(f"{f.name}: cannot be read as Parquet ({' '.join(str(e).split())})")
+        except UftDataError as e:
+            if not mixture:
+                raise  # a file given to inspect that cannot be read: exit 2
+            problems.append(f"{f.name}: cannot be read as Parquet ({e.what})")  # e.g. a shard damaged after mixing
     if pairs:
         broken = schema.pair_problems(pl.concat(pairs))
         problems += [f"pair_id {pid}: {p}" for pid, p in broken.iter_rows()]
-    if not is_hub_url(str(path)) and (Path(path) / MANIFEST).is_file():
+    if mixture:
         problems += mixture_problems(Path(path))
     rows = pl.concat(stats) if stats else pl.DataFrame()
     report = {"path": str(path), "files": [f.name for f in files], "rows": rows.height,
               **(_summarize(rows) if rows.height else {}), "problems": problems}
     return report, rows
+
+
+def _not_rows(f: InputFile) -> str:
+    """The problem of a JSONL or JSON file: inspect reads rows, which only the converters write.
+    Reading its first record also makes a file that cannot be read (a broken .gz) an error."""
+    _, record = first_record(f)
+    return f"{f.display}: is not in the uft row schema (a Parquet file of rows); {_conversion(f, record)}"
+
+
+def _schema_problems(f: InputFile, problems: list[str]) -> list[str]:
+    """A Parquet file's column problems; one problem with the converting command when the file holds
+    none of the row schema's own columns but looks like a source layout (e.g. raw ultrachat_200k)."""
+    own = {"kind", "group", "turn", "pair_id", "source"}
+    if own & set(f.parquet().schema_arrow.names):
+        return [f"{f.name}: {p}" for p in problems]
+    _, record = first_record(f)
+    return [f"{f.display}: is not in the uft row schema ({len(problems)} columns missing or mistyped); "
+            + _conversion(f, record)]
+
+
+def _conversion(f: InputFile, record: dict) -> str:
+    """What `record` looks like and the command that converts its file into rows."""
+    if set(layouts.BY_NAME["uft"].keys) <= record.keys():
+        return "its records have the row schema's fields, but rows are read from Parquet, as the converters write them"
+    found = [layout for layout in layouts.LAYOUTS if layout.detected and set(layout.keys) <= record.keys()
+             and layout.matches(record)]
+    if not found:
+        return (f"its first record's fields {sorted(record)[:8]} match no known layout; convert it with "
+                f"`uftdata unfold|score|feedback {f.display} -o ROWS.parquet --format LAYOUT` (see their --help)")
+    first = min(layout.step for layout in found)
+    names = [layout.name for layout in found if layout.step == first]
+    layout = layouts.BY_NAME[names[0]]
+    stem = f.name.split(".")[0]
+    stem += "_rows" if f"{stem}.parquet" == f.name else ""
+    return (f"it looks like the {' or '.join(names)} layout ({layout.description}); convert it with "
+            f"`uftdata {layout.command} {f.display} -o {stem}.parquet`, then inspect that")
 
 
 def _split_of(name: str) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from uftdata.figures import colors, new_figure, no_data, save_png
 from uftdata.schema import KINDS
@@ -22,6 +22,8 @@ SCORE_BIN = 0.05
 SCORE_EDGES = np.linspace(0.0, 1.0, round(1 / SCORE_BIN) + 1)
 LENGTH_BINS = 40
 HEAVY_TAIL = 10  # max over median above which lengths are drawn on a log axis
+LEGEND_GAP = 0.04  # axes fraction kept free between the tallest bar and the legend above it
+MIN_ROOM = 0.3  # below this axes fraction under the legend, the legend goes beside the panel instead
 
 
 def plot_scores(stats: pl.DataFrame, path: Path) -> Path:
@@ -43,6 +45,7 @@ def scores_figure(stats: pl.DataFrame) -> Figure:
         no_data(axes[0], "no rows")
         return figure
     palette = colors(_present(stats, "source"))
+    tallest = []
     for ax, kind in zip(axes, kinds):
         rows = stats.filter(pl.col("kind") == kind)
         bottom = np.zeros(len(SCORE_EDGES) - 1)
@@ -53,9 +56,29 @@ def scores_figure(stats: pl.DataFrame) -> Figure:
                    edgecolor="white", linewidth=0.5, label=f"{source} ({len(scores):,})")
             bottom += counts
         ax.set(xlim=(0, 1), xlabel="score", ylabel="rows", title=f"{kind}: {rows.height:,} rows")
-        ax.legend(title="source", fontsize="small")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # rows: no tick at 2.5
+        ax.legend(title="source", fontsize="small", loc="upper center")
+        tallest.append(float(bottom.max()))
     figure.suptitle(f"Score distribution by kind ({_splits(stats)})")
+    _legends_above_bars(figure, list(zip(axes, tallest)))
     return figure
+
+
+def _legends_above_bars(figure: Figure, panels: list[tuple[Axes, float]]) -> None:
+    """Raise each panel's y limit so that its legend sits above the tallest bar. sft, binary and
+    pairwise rows score 0 or 1, so their tallest bars are at both edges, where a legend placed by
+    matplotlib ("best") covered them. The legend's height relative to its panel is known only once
+    the figure is laid out: one layout pass without rendering measures it (deterministic, so the PNG
+    bytes stay the same)."""
+    figure.draw_without_rendering()
+    for ax, tallest in panels:
+        legend = ax.get_legend()
+        room = legend.get_window_extent().transformed(ax.transAxes.inverted()).y0 - LEGEND_GAP
+        if room < MIN_ROOM:  # many sources in a short panel: beside it rather than over the bars
+            legend.set_loc("upper left")
+            legend.set_bbox_to_anchor((1.02, 1.0), transform=ax.transAxes)
+            continue
+        ax.set_ylim(0, max(tallest, 1.0) / room)
 
 
 def lengths_figure(stats: pl.DataFrame) -> Figure:
@@ -92,13 +115,25 @@ def _length_edges(values: np.ndarray) -> tuple[np.ndarray, bool]:
 def _label_lengths(ax: Axes, what: str, values: pl.Series, log: bool) -> None:
     if log:
         ax.set_xscale("log")
-        # Plain numbers at 1-2-5 steps: the default labels minor ticks too, which overlap in 1-2 decades.
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+        # The default labels minor ticks too, which overlap. Compact labels (2k, 50k, 1.5M) at 1-2-5
+        # steps over up to three decades, at powers of ten over more: full numbers at 1-2-5 steps
+        # ("10,000 20,000 50,000") ran into each other from four decades on.
+        decades = np.log10(max(float(values.max()), 1.0) / max(float(values.min()), 1.0))  # type: ignore[arg-type]
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 3 else (1.0,)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: compact_number(x)))
         ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     median, p95 = (int(values.quantile(q, "nearest")) for q in (0.5, 0.95))  # type: ignore[arg-type]
     ax.set(xlabel=f"{what} characters{' (log scale)' if log else ''}", ylabel="rows",
            title=f"{what}: median {median:,}, p95 {p95:,}, max {int(values.max()):,}")  # type: ignore[arg-type]
+
+
+def compact_number(x: float) -> str:
+    """A tick label: 500, 2k, 50k, 1.5M (one decimal at most; no trailing .0)."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.1f}".removesuffix(".0") + suffix
+    return f"{x:.1f}".removesuffix(".0")
 
 
 def _present(stats: pl.DataFrame, column: str, order: tuple[str, ...] = ()) -> list[str]:

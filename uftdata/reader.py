@@ -7,6 +7,9 @@ Two ways in, sharing file discovery and error wording:
 - `iter_records`: Python dicts, for the per-record adapters of `score` and `feedback`.
 Every record carries its position: `line N` (JSONL, 1-based), `record N` (JSON arrays, 1-based) or
 `row N` (Parquet, 0-based, as `datasets` indexes it).
+
+A file that cannot be read at all (a damaged or non-gzip `.gz`, a damaged or empty Parquet file)
+is one `UftDataError` naming the file and what is wrong, never a zlib or Arrow traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import gzip
 import io
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -68,7 +73,14 @@ class InputFile:
         return open(self.path, "rb")
 
     def parquet(self) -> pq.ParquetFile:
-        return pq.ParquetFile(self.open() if self.remote or self.gzipped else self.path)
+        """The Parquet file's reader (its footer read); a file that is not Parquet is one error line."""
+        try:
+            return pq.ParquetFile(_open(self) if self.gzipped else self.open() if self.remote else self.path)
+        except (pa.ArrowInvalid, OSError) as e:
+            if not self.remote and self.size() == 0:
+                raise UftDataError(self.display, "is empty (0 bytes), not a Parquet file",
+                                   fix="Check that the right file was passed, or write it again.") from None
+            raise UftDataError(self.display, f"is not a Parquet file, or is damaged ({_first_line(e)})") from None
 
     @property
     def unit(self) -> str:
@@ -113,7 +125,7 @@ def _hub_files(url: str, options: HubOptions) -> list[InputFile]:
         assert container is not None  # resolve() keeps supported suffixes only
         if container == "json":  # one object per line, or an array: look at the first byte
             with r.open(seekable=False) as stream:
-                head = gzip.GzipFile(fileobj=stream).read(4096) if r.path.endswith(".gz") else stream.read(4096)
+                head = _CheckedGzipFile(r.url, stream).read(4096) if r.path.endswith(".gz") else stream.read(4096)
             container = "jsonl" if head.lstrip()[:1] == b"{" else "json"
         files.append(InputFile(Path(r.path), container, r.path.lower().endswith(".gz"), r))
     return files
@@ -139,22 +151,84 @@ def _input_file(path: Path) -> InputFile:
 
 
 def _open(f: InputFile | Path, gzipped: bool | None = None) -> IO[bytes]:
-    """Decompressed bytes of a file."""
+    """Decompressed bytes of a file; a damaged `.gz` raises `DamagedGzip` naming the file."""
     if isinstance(f, InputFile):
-        if f.remote and f.gzipped:
-            return _OwningGzipFile(fileobj=f.open(), mode="rb")  # type: ignore[return-value]
+        if f.gzipped:
+            return _CheckedGzipFile(f.display, f.open())  # type: ignore[return-value]
         f, gzipped = f.path, f.gzipped
-    return gzip.open(f, "rb") if gzipped else open(f, "rb")
+    return _CheckedGzipFile(str(f), open(f, "rb")) if gzipped else open(f, "rb")
 
 
-class _OwningGzipFile(gzip.GzipFile):
-    """A GzipFile that also closes the stream it was given (a Hub download)."""
+class DamagedGzip(UftDataError):
+    """A `.gz` input that is not gzip, is truncated, or fails its checksum."""
+
+    def __init__(self, name: str, what: str, fix: str = "") -> None:
+        self.name = name
+        super().__init__(name, what, fix=fix)
+
+    def after_line(self, line: int) -> DamagedGzip:
+        """The same error, saying how far the lines were read intact (when any were)."""
+        if line < 1:
+            return self
+        return DamagedGzip(self.name, f"{self.what} (the damage is after line {line})", self.fix)
+
+
+class _CheckedGzipFile(gzip.GzipFile):
+    """A GzipFile that owns the stream it was given and turns zlib's and gzip's exceptions (which
+    the CLI would show as a traceback, or click as a bare "Aborted!" for EOFError) into `DamagedGzip`.
+    Every decompressing entry point is covered: pyarrow seeks and reads a gzipped Parquet file."""
+
+    def __init__(self, name: str, raw: IO[bytes]) -> None:
+        self._name = name
+        super().__init__(fileobj=raw, mode="rb")
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._checked():
+            return super().read(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        with self._checked():
+            return super().read1(size)
+
+    def peek(self, n: int) -> bytes:
+        with self._checked():
+            return super().peek(n)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        with self._checked():
+            return super().readline(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with self._checked():
+            return super().seek(offset, whence)
+
+    @contextmanager
+    def _checked(self) -> Iterator[None]:
+        try:
+            yield
+        except EOFError:
+            raise DamagedGzip(self._name, "is truncated: its gzip stream ends before the end marker",
+                              fix="Download or copy the file again.") from None
+        except gzip.BadGzipFile as e:
+            if str(e).startswith("Not a gzipped file"):
+                raise DamagedGzip(self._name, "is not gzip (it does not start with the gzip magic bytes)",
+                                  fix="If it is plain text or Parquet, rename it without `.gz`.") from None
+            raise DamagedGzip(self._name, f"is damaged: its gzip data fails the check ({e})",
+                              fix="Download or copy the file again.") from None
+        except zlib.error as e:
+            raise DamagedGzip(self._name, f"is damaged: its gzip data cannot be decompressed ({e})",
+                              fix="Download or copy the file again.") from None
 
     def close(self) -> None:
         raw = self.fileobj
         super().close()
         if raw is not None:
             raw.close()
+
+
+def _first_line(error: BaseException) -> str:
+    """An Arrow or OS error message on one line, for an error that quotes it."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _first_byte(path: Path, gzipped: bool) -> bytes:
@@ -236,7 +310,10 @@ def _jsonl_blocks(f: InputFile, progress: Progress | None, size: int | None = No
         raw = stream.fileobj if isinstance(stream, gzip.GzipFile) else stream  # compressed bytes read
         last = 0
         while True:
-            chunk = stream.read(size)
+            try:
+                chunk = stream.read(size)
+            except DamagedGzip as e:
+                raise e.after_line(line - 1) from None
             if progress:
                 pos = raw.tell()
                 progress(pos - last)
@@ -273,15 +350,21 @@ def _json_array(f: InputFile) -> list:
 def _parquet_batches(
     f: InputFile, columns: Sequence[str] | None, progress: Progress | None
 ) -> Iterator[tuple[int, pa.Table]]:
-    try:
-        file = pq.ParquetFile(_open(f)) if f.gzipped else f.parquet()
-    except pa.ArrowInvalid as e:
-        raise UftDataError(f.name, f"is not a Parquet file ({e})") from None
+    file = f.parquet()
     if file.metadata.num_rows == 0:
         raise UftDataError(f.name, "file holds no records", fix="Check that the right file was passed.")
     present = None if columns is None else [c for c in columns if c in file.schema_arrow.names]
     start, total = 0, f.size()
-    for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=present):
+    batches = file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=present)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowInvalid, OSError) as e:  # a damaged page: zstd, thrift or checksum errors
+            what = "cannot be read from the Hub" if f.remote else "cannot be read: the Parquet data is damaged"
+            raise UftDataError(f"{f.display}: {f.unit} {start}", f"{what} ({_first_line(e)})",
+                               fix="" if f.remote else "Write or download the file again.") from None
+        if batch is None:
+            return
         if progress:
             progress(int(total * batch.num_rows / file.metadata.num_rows))
         yield start, pa.Table.from_batches([batch])
