@@ -29,6 +29,7 @@ import uft_train.model as model_module
 from uft_train.config import load_recipe, recipe_to_yaml
 from uft_train.train import train
 from uftdata import __version__
+from uftdata.atomic import lock_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -85,6 +86,22 @@ def test_corpus_another_setting_is_refused_listing_each_key(resumable: tuple[Pat
                     "(optim.lr: 0.01 -> 0.05; train.max_steps: 4 -> 6). To resume it, rerun with the values of "
                     f"{checkpoint / 'recipe.yaml'}. Set output.overwrite=true to start over, or choose another "
                     "output.dir.")
+
+
+def test_corpus_a_second_run_on_the_same_folder_is_stopped_by_the_lock(resumable: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    recipe_path, run_dir = resumable
+    # A live run's lock: a child that sleeps, so its PID is alive for the whole test.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as child:
+        try:
+            lock_name(run_dir).write_text(f"{child.pid}\n")
+            before = snapshot(tmp_path)
+            code, out, err = uft_train([str(recipe_path)], tmp_path)
+            assert_one_line(code, out, err, f"{run_dir}: another process (PID {child.pid}) is writing it",
+                            prog="uft-train")
+            assert snapshot(tmp_path) == before
+        finally:
+            child.kill()
 
 
 def test_logging_settings_may_change_and_the_run_says_it_resumed(resumable: tuple[Path, Path],

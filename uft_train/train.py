@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from uft_train.predictions import prediction_frame
 from uft_train.refcache import ReferenceCache, reference_cache
 from uft_train.runfolder import RunFolder, setup_distributed
 from uft_train.schedule import make_optimizer, make_scheduler
+from uftdata.atomic import output_lock
 from uftdata.errors import UftDataError
 from uftdata.mixout import content_hash
 from uftdata.schema import KINDS
@@ -358,6 +360,12 @@ def train(recipe: Recipe, recipe_path: Path | None = None) -> Path:
     the folder itself, the data, the checkpoint's recipe, data and model (a resume), the model's
     loading and the drop shares."""
     rank, world = setup_distributed()
+    # Rank 0 holds output.dir's lock for the whole run: a second uft-train on the same folder stops.
+    with output_lock(Path(recipe.output.dir)) if rank == 0 else nullcontext():
+        return _train(recipe, rank, world)
+
+
+def _train(recipe: Recipe, rank: int, world: int) -> Path:
     problems = batching.batch_size_problems(recipe.train.batch_size, recipe.train.micro_batch_size, world,
                                             pairs_as_one_term=uses_pair_terms(recipe.loss))
     if world > 1 and problems:  # one process: the recipe loader has checked the sizes
