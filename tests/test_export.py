@@ -26,7 +26,7 @@ from test_cli_errors import run_main
 from uftdata.errors import UftDataError
 from uftdata.export import EXPORT_FILE, LF_TAGS, TARGETS, export_mixture, stage_examples
 from uftdata.inspect import inspect_path
-from uftdata.mixout import MANIFEST, build_mixtures, sha256_file
+from uftdata.mixout import MANIFEST, build_mixtures, content_hash, sha256_file, split_counts
 from uftdata.mixspec import MixtureSpec, SourceSpec, parse_take
 from uftdata.rejects import Rejects
 from uftdata.rows import build_rows
@@ -287,7 +287,11 @@ def rewrite_shard(mixture: Path, change: Callable[[pl.DataFrame], pl.DataFrame])
     writer.write(rows)
     writer.close()
     manifest = json.loads((mixture / MANIFEST).read_text())
-    manifest["files"][0].update(sha256=sha256_file(mixture / SHARD), rows=rows.height)
+    manifest["files"][0].update(sha256=sha256_file(mixture / SHARD), rows=rows.height,
+                                bytes=(mixture / SHARD).stat().st_size)
+    manifest["counts"]["train"] = dataclasses.asdict(split_counts(rows))  # what uftdata.verify checks
+    manifest["sources"][0]["rows_train"] = rows.height
+    manifest["content_hash"] = content_hash({"train": rows})
     (mixture / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -338,7 +342,7 @@ def test_inspect_reports_a_shard_rewritten_after_mixing(hand: Path) -> None:
 
 
 def test_verify_names_missing_and_unlisted_shards(hand: Path) -> None:
-    assert mixture_problems(hand) == [] and check_mixture(hand)["name"] == "hand"
+    assert mixture_problems(hand) == [] and check_mixture(hand).name == "hand"
     (hand / SHARD).rename(hand / "data/train-00001-of-00001.parquet")
     assert mixture_problems(hand) == [f"{SHARD}: listed in manifest.json but missing",
                                       "data/train-00001-of-00001.parquet: not listed in manifest.json (added after mixing)"]

@@ -17,27 +17,34 @@ from conftest import UFTDATA
 from hubstub import StubHub
 from test_mix import build, pair_rows, sft_rows, spec, src, write
 
-from uftdata.card import render_card
+from uftdata.card import render_card as render_manifest
+from uftdata.manifest import parse_manifest
 from uftdata.publish import Upload, plan_against
 
 TOKEN = "hf_stubSECRETtoken0123456789"
 KNOWN_MANIFEST = {
+    "uft_mixture_version": 2, "total": None, "dropped": {"not_selected": 4},
     "name": "mix_3_2", "seed": 7, "on_short": "error", "content_hash": "ab" * 32,
     "versions": {"uft": "0.1.0", "pyarrow": "26.0.1", "polars": "2.1.0"},
     "counts": {"train": {"rows": 5, "by_kind": {"pairwise": 2, "sft": 3}, "by_source": {"hh": 2, "uc": 3}}},
     "files": [{"path": "data/train-00000-of-00001.parquet", "rows": 5, "bytes": 1000, "sha256": "00" * 32}],
     "sources": [
-        {"name": "uc", "take": "3", "rows_train": 3, "rows_test": 0, "repeated_rows": 0,
+        {"name": "uc", "take": "3", "rows_train": 3, "rows_test": 0, "repeated_rows": 0, "test": None, "test_files": [],
          "accounting": {"dropped": {"not_selected": 4}, "records_in": 7, "records_used": 3},
          "files": [{"name": "uc.parquet", "sha256": "11" * 32, "rows": 7, "upstream": {"inputs": [
              {"file": "train_sft-00000-of-00003.parquet", "layout": "messages", "license": "mit",
               "revision": "0123456789abcdef0123", "url": "hf://datasets/HuggingFaceH4/ultrachat_200k/data/x.parquet"}]}}]},
-        {"name": "hh", "take": "all", "rows_train": 2, "rows_test": 0, "repeated_rows": 0,
+        {"name": "hh", "take": "all", "rows_train": 2, "rows_test": 0, "repeated_rows": 0, "test": None, "test_files": [],
          "accounting": {"dropped": {}, "records_in": 2, "records_used": 2},
          "files": [{"name": "hh.parquet", "sha256": "22" * 32, "rows": 2,
                     "upstream": {"inputs": [{"file": "hh.jsonl", "layout": "hh_rlhf"}]}}]},
     ],
 }
+
+
+def render_card(manifest: dict, **options: object) -> str:
+    """The card of a manifest given as the JSON it is stored as."""
+    return render_manifest(parse_manifest(manifest, "KNOWN_MANIFEST"), **options)  # type: ignore[arg-type]
 
 
 def header(card: str) -> dict:

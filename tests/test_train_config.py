@@ -348,7 +348,7 @@ def test_a_mixture_built_from_another_spec_is_refused(tmp_path: Path, monkeypatc
     assert code == 2
     assert err == ("uft-train: error: mixes/m/manifest.json: was built from another mixture section "
                    f"(sources[0].take: built '16k', recipe '20k'). Rebuild it with: uftdata mix {recipe} "
-                   "(or point data.path at the mixture you mean).\n")
+                   "--overwrite (or point data.path at the mixture you mean).\n")
     code, _, err = run_main([str(recipe), "--dry-run", "mixture.sources.0.take=16000"], capsys)
     assert (code, err) == (0, "")  # 16000 and 16k are the same take
 

@@ -131,8 +131,8 @@ def test_corpus_other_rows_under_the_same_path_are_refused(mixture: Path, tmp_pa
     before = snapshot(tmp_path)
     code, out, err = uft_train([str(recipe)], tmp_path)
     note = f"uft-train: note: {data} is a plain Parquet file, not a verified mixture"
-    assert err.startswith(note)  # said on every run from a plain file; the error is the one other line
-    line = assert_one_line(code, out, err.partition("\n")[2], "checkpoints/step-000002: belongs to a run with other "
+    assert out.startswith(note)  # said on stdout on every run from a plain file; stderr holds the error alone
+    line = assert_one_line(code, out, err, "checkpoints/step-000002: belongs to a run with other "
                            "settings", "(data.content_hash: ", " -> ", "). To resume it", prog="uft-train")
     assert line.count(" -> ") == 1
     assert snapshot(tmp_path) == before and leftovers(tmp_path) == []

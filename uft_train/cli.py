@@ -9,25 +9,29 @@ that builds it. User errors: one line per problem on stderr, exit 2, no tracebac
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from uft_train.config import Recipe, RecipeError, data_path, load_recipe, recipe_help, recipe_to_dict, recipe_to_yaml
+from uftdata import __version__
 from uftdata.errors import UftDataError
+from uftdata.failures import console_failures
+from uftdata.manifest import MANIFEST, read_manifest
 from uftdata.mixspec import parse_take
 
 USAGE = ("uft-train RECIPE.yaml [KEY.PATH=VALUE ...] [--dry-run [--allow-missing-data] | --check-data]\n"
-         "       uft-train export RUN_DIR -o OUT\n"
+         "       uft-train export RUN_DIR -o OUT [--overwrite]\n"
          "       uft-train report RUN_DIR [-o DIR]")
 
 
-def mix_command(recipe_path: Path, overrides: Sequence[str]) -> str:
+def mix_command(recipe_path: Path, overrides: Sequence[str], *, rebuild: bool = False) -> str:
+    """The command that builds the recipe's mixture; `rebuild`: it exists, so `mix` needs --overwrite."""
+    command = f"uftdata mix {recipe_path}{' --overwrite' if rebuild else ''}"
     if any(o.startswith("mixture") for o in overrides):  # `uftdata mix` reads the file, not our overrides
-        return f"uftdata mix {recipe_path}, after writing your mixture.* overrides into it"
-    return f"uftdata mix {recipe_path}"
+        return f"{command}, after writing your mixture.* overrides into it"
+    return command
 
 
 def not_built(manifest: Path, recipe_path: Path, overrides: Sequence[str]) -> UftDataError:
@@ -36,10 +40,11 @@ def not_built(manifest: Path, recipe_path: Path, overrides: Sequence[str]) -> Uf
 
 
 def missing_inputs(recipe: Recipe, recipe_path: Path, overrides: Sequence[str] = ()) -> list[UftDataError]:
-    """What the run reads and is not there: the built mixture, and a stage-1 adapter if one is named."""
+    """What the run reads and is not there: the built mixture (or the plain Parquet file data.path
+    names), and a stage-1 adapter if one is named."""
     missing = []
-    manifest = data_path(recipe) / "manifest.json"
-    if not manifest.is_file():
+    manifest = data_path(recipe) / MANIFEST
+    if not data_path(recipe).is_file() and not manifest.is_file():
         missing.append(not_built(manifest, recipe_path, overrides))
     adapter = recipe.model.init_adapter
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
@@ -49,30 +54,46 @@ def missing_inputs(recipe: Recipe, recipe_path: Path, overrides: Sequence[str] =
 
 
 def stale_mixture(recipe: Recipe, recipe_path: Path, overrides: Sequence[str] = ()) -> UftDataError | None:
-    """The built mixture.out was made from another `mixture:` section (edited since, or overridden).
+    """The built mixture.out was made from another `mixture:` section (edited since, or overridden),
+    or its manifest cannot be read.
 
     Compared: seed, on_short, total and each source's take and test split. Not the paths: the
-    manifest keeps input basenames and hashes. With data.path set, the mixture section is not read.
+    manifest keeps input file names and hashes (a test file by its name). With data.path set, the
+    mixture section is not read.
     """
-    manifest_path = data_path(recipe) / "manifest.json"
-    if recipe.data.path is not None or recipe.mixture is None or not manifest_path.is_file():
+    path = data_path(recipe) / MANIFEST
+    if recipe.data.path is not None or recipe.mixture is None or not path.is_file():
         return None
-    built = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        built = read_manifest(path)
+    except UftDataError as error:
+        return error
     wanted = recipe_to_dict(Recipe(mixture=recipe.mixture))["mixture"]
-    differ = [f"{key}: built {built.get(key)!r}, recipe {wanted.get(key)!r}" for key in ("seed", "on_short", "total")
-              if built.get(key) != wanted.get(key)]
-    sources = built.get("sources", [])
-    if len(sources) != len(wanted["sources"]):
-        differ.append(f"sources: {len(sources)} built, {len(wanted['sources'])} in the recipe")
-    for i, (old, new) in enumerate(zip(sources, wanted["sources"])):
-        if _take(old.get("take")) != _take(new["take"]):
-            differ.append(f"sources[{i}].take: built {old.get('take')!r}, recipe {new['take']!r}")
-        if (old.get("test") or None) != new.get("test"):
-            differ.append(f"sources[{i}].test: built {old.get('test')!r}, recipe {new.get('test')!r}")
+    differ = [f"{key}: built {getattr(built, key)!r}, recipe {wanted.get(key)!r}" for key in ("seed", "on_short", "total")
+              if getattr(built, key) != wanted.get(key)]
+    if len(built.sources) != len(wanted["sources"]):
+        differ.append(f"sources: {len(built.sources)} built, {len(wanted['sources'])} in the recipe")
+    for i, (old, new) in enumerate(zip(built.sources, wanted["sources"])):
+        if _take(old.take) != _take(new["take"]):
+            differ.append(f"sources[{i}].take: built {old.take!r}, recipe {new['take']!r}")
+        test = old.test.to_dict() if old.test else None
+        if _held_out(test) != _held_out(new.get("test")):
+            differ.append(f"sources[{i}].test: built {test!r}, recipe {new.get('test')!r}")
     if not differ:
         return None
-    return UftDataError(str(manifest_path), f"was built from another mixture section ({'; '.join(differ)})",
-                        fix=f"Rebuild it with: {mix_command(recipe_path, overrides)} (or point data.path at the mixture you mean).")
+    return UftDataError(str(path), f"was built from another mixture section ({'; '.join(differ)})",
+                        fix=f"Rebuild it with: {mix_command(recipe_path, overrides, rebuild=True)} (or point data.path at the mixture you mean).")
+
+
+def _held_out(test: dict | None) -> tuple[str, object] | None:
+    """A test split as the manifest can compare it: a local file by its name (format 2 stores no
+    directories; format 1 stored the path as typed), a fraction or a Hub URL as is."""
+    if not test:
+        return None
+    if test.get("file") is not None:
+        file = str(test["file"])
+        return "file", file if file.startswith("hf://") else Path(file).name
+    return "fraction", test.get("fraction")
 
 
 def _take(text: object) -> tuple[int | None, float | None] | None:
@@ -88,9 +109,9 @@ def check_data(recipe_path: Path, overrides: Sequence[str] = ()) -> int:
 
     recipe = load_recipe(recipe_path, overrides)
     folder = data_path(recipe)
-    if not (folder / "manifest.json").is_file():
-        raise not_built(folder / "manifest.json", recipe_path, overrides)
-    report = inspect_path(folder)
+    if not folder.is_file() and not (folder / MANIFEST).is_file():
+        raise not_built(folder / MANIFEST, recipe_path, overrides)
+    report = inspect_path(folder)  # every row; of a mixture, every shard and manifest claim too (uftdata.verify)
     print(render(report))
     return 1 if report["problems"] else 0
 
@@ -132,10 +153,12 @@ def export(argv: Sequence[str]) -> int:
                                             "(safetensors + tokenizer) for evaluation harnesses and servers.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT if it is an earlier uft-train export (never another folder)")
     args = p.parse_args(argv)
     from uft_train.export import export_run
 
-    print(f"uft-train: exported {export_run(args.run_dir, args.out)}")
+    print(f"uft-train: exported {export_run(args.run_dir, args.out, overwrite=args.overwrite)}")
     return 0
 
 
@@ -175,10 +198,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing-data", action="store_true",
                    help="with --dry-run: a mixture or stage-1 adapter not built yet is a warning, not an error")
     p.add_argument("--check-data", action="store_true", help="validate the recipe's built mixture (uftdata inspect)")
+    p.add_argument("--version", action="version", version=f"uft-train {__version__}")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: user errors and I/O failures are one line on stderr and exit status 2;
+    Ctrl-C is one line and exit status 130."""
+    with console_failures("uft-train"):
+        _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in SUBCOMMANDS:
         try:

@@ -7,7 +7,7 @@ train on, `tokenize_split` renders and tokenizes every row once. Every row that 
 
 from __future__ import annotations
 
-import json
+import os
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -16,10 +16,13 @@ from typing import Literal, get_args
 
 import jinja2
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from uftdata import schema
-from uftdata.errors import UftDataError
+from uftdata.errors import RecordError, UftDataError
+from uftdata.manifest import MANIFEST, Manifest
+from uftdata.verify import check_mixture
 
 Truncation = Literal["drop", "truncate_prompt_left"]
 TRUNCATIONS: tuple[str, ...] = get_args(Truncation)
@@ -32,7 +35,6 @@ PROMPT_TRUNCATED = "prompt_truncated"
 
 COLUMNS = ("id", "prompt", "completion", "score", "kind", "label", "pair_id", "group", "source")
 CHUNK_ROWS = 8192  # rows rendered and tokenized per batch call: bounds peak memory of the text lists
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -58,34 +60,109 @@ class Example:
 def read_split(path: Path, split: str, *, recipe: Path | None = None) -> pl.DataFrame | None:
     """The rows of `split` ("train", "test") of a mixture folder, in rank order; None if it has none.
 
-    A plain Parquet file in the row schema is the "train" split (and has no "test"). A folder without
-    `manifest.json` is not a finished mixture: the error names the file and `uftdata mix`.
+    The mixture is verified against its manifest first (`verify_data`, once per process). A plain
+    Parquet file in the row schema is the "train" split (and has no "test"), validated row by row.
+    A folder without `manifest.json` is not a finished mixture: the error names the file and `uftdata mix`.
     """
     path = Path(path)
-    if path.is_file():
+    manifest = verify_data(path, recipe=recipe)
+    if manifest is None:
         return _read_files([path]) if split == "train" else None
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise UftDataError(str(manifest_path), "not found: the mixture is not built (or its build did not finish)",
-                           fix=f"Build it with: uftdata mix {recipe or 'RECIPE.yaml'}")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    entries = [f for f in manifest.get("files", []) if Path(f["path"]).name.startswith(f"{split}-")]
-    if not entries:
-        return None
-    files = []
-    for entry in sorted(entries, key=lambda f: f["path"]):
-        file = path / entry["path"]
-        rows = pq.read_metadata(file).num_rows if file.is_file() else None
-        if rows != entry["rows"]:
-            raise UftDataError(str(file), "is missing or does not match manifest.json", got=rows,
-                               expected=f"{entry['rows']} rows", fix=f"Rebuild the mixture: uftdata mix {recipe or 'RECIPE.yaml'}")
-        files.append(file)
-    return _read_files(files)
+    shards = manifest.shards(split)
+    return _read_files([path / s.path for s in shards]) if shards else None
+
+
+def verify_data(path: Path, *, recipe: Path | None = None) -> Manifest | None:
+    """`data.path` checked before anything trains on it: a mixture folder against its manifest
+    (uftdata.verify: every shard's sha256, no unlisted shard, counts, seed, content hash), a plain
+    Parquet file row by row (uftdata.schema), with a note that it is not a verified mixture.
+    Returns the manifest (None for a plain file). Done once per process while the files stay as
+    they were: `read_split` calls it per split, and hashing a large mixture twice costs seconds."""
+    path = Path(path)
+    stamp = _stamp(path)
+    done = _verified.get(path.resolve())
+    if done is not None and done[0] == stamp:
+        return done[1]
+    if path.is_file():
+        _validate_rows(path)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"uft-train: note: {path} is a plain Parquet file, not a verified mixture (no manifest.json, "
+                  "no content hash): its rows were validated, not checked against a build.", flush=True)
+        manifest = None
+    else:
+        if not (path / MANIFEST).is_file():
+            raise UftDataError(str(path / MANIFEST), "not found: the mixture is not built (or its build did not finish)",
+                               fix=f"Build it with: uftdata mix {recipe or 'RECIPE.yaml'}")
+        manifest = check_mixture(path)
+    _verified[path.resolve()] = (stamp, manifest)
+    return manifest
+
+
+# data.path -> (its files' stamps when verified, its manifest): what `verify_data` already checked.
+_verified: dict[Path, tuple[tuple, Manifest | None]] = {}
+
+
+def _stamp(path: Path) -> tuple:
+    """Size, mtime and inode of the file, or of a folder's manifest and every file under data/: a
+    change to any of them makes `verify_data` check again."""
+    files = [path] if path.is_file() else [path / MANIFEST, *sorted((path / "data").rglob("*"))]
+    stamps = []
+    for file in files:
+        try:
+            st = file.stat()
+        except OSError:
+            continue
+        stamps.append((str(file), st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(stamps)
+
+
+def _validate_rows(file: Path) -> None:
+    """A plain Parquet file in the row schema with valid rows (schema, kinds, scores, labels, pairs):
+    the first bad row is an error naming its row (0-based, as `datasets` counts) and field."""
+    parquet = _parquet(file)
+    problems = schema.schema_problems(parquet.schema_arrow)
+    if problems:
+        raise UftDataError(str(file), "is not in the row schema", got="; ".join(problems),
+                           expected="the columns of uftdata/schema.py", fix="Write it with a uftdata command.")
+    start, pairs, bad_rows = 0, [], 0
+    first: RecordError | None = None
+    try:
+        for batch in parquet.iter_batches(batch_size=CHUNK_ROWS, columns=list(schema.COLUMNS)):
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            bad = schema.row_problems(frame)
+            if bad.height and first is None:
+                row, field, problem = bad.row(0)
+                first = RecordError(f"{file}: row {start + row}", field, problem)
+            bad_rows += bad["row"].n_unique()
+            pairs.append(frame.with_row_index("row", offset=start).filter(pl.col("kind") == "pairwise")
+                         .select("row", "pair_id", "label"))
+            start += batch.num_rows
+    except (pa.ArrowException, OSError) as error:
+        raise UftDataError(str(file), f"cannot be read as Parquet ({' '.join(str(error).split())})") from None
+    if first is not None:
+        more = f" ({bad_rows - 1} more bad row(s))" if bad_rows > 1 else ""
+        raise RecordError(first.record_where, first.field, first.what + more,
+                          fix=f"`uftdata inspect {file}` lists every problem; fix the rows, or rebuild the file.")
+    pair_rows = pl.concat(pairs)
+    broken = schema.pair_problems(pair_rows)
+    if broken.height:
+        pair_id, problem = broken.row(0)
+        row = pair_rows.filter(pl.col("pair_id") == pair_id)["row"].min()
+        raise RecordError(f"{file}: row {row}", "pair_id", f"{pair_id} {problem}",
+                          fix=f"`uftdata inspect {file}` lists every problem; fix the rows, or rebuild the file.")
+
+
+def _parquet(file: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(file)
+    except (pa.ArrowException, OSError) as error:
+        raise UftDataError(str(file), f"cannot be read as Parquet ({' '.join(str(error).split())})") from None
 
 
 def _read_files(files: Sequence[Path]) -> pl.DataFrame:
     for file in files:
-        problems = schema.schema_problems(pq.read_schema(file))
+        problems = schema.schema_problems(_parquet(file).schema_arrow)
         if problems:
             raise UftDataError(str(file), "is not in the row schema", got="; ".join(problems),
                                expected="the columns of uftdata/schema.py", fix="Write it with a uftdata command.")

@@ -150,32 +150,37 @@ def _name_output(error: OSError, path: Path, tmp: Path) -> None:
 
 # --- the lock and the leftovers of dead processes ----------------------------------------------------
 
-_HELD: set[str] = set()  # locks this process holds: taking one again (a write inside a held run) is a no-op
+_HELD: set[str] = set()  # locks held by `output_lock` in this process (for a whole command)
 
 
 @contextmanager
 def output_lock(path: Path) -> Iterator[None]:
     """Hold `path`'s lock for a whole command that writes into `path` over time (a training run's
-    folder), so a second process writing there stops with one line. Re-entrant within a process:
-    `atomic_path` on the same `path` inside the block does not stop itself."""
+    folder), so a second process writing there stops with one line. `atomic_path` on `path` inside
+    the block writes under this lock instead of stopping itself."""
     path = Path(path)
+    key = os.path.abspath(lock_name(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path):
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
     lock = lock_name(path)
-    key = os.path.abspath(lock)
-    if key in _HELD:
+    if os.path.abspath(lock) in _HELD:  # this command holds it (output_lock)
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     _acquire(lock, path)
-    _HELD.add(key)
     try:
         yield
     finally:
-        _HELD.discard(key)
         if _lock_pid(lock) == os.getpid():
             lock.unlink(missing_ok=True)
-
-
-_locked = output_lock
 
 
 def _acquire(lock: Path, path: Path) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import yaml
 
+from uftdata.manifest import Manifest, SourceEntry
+
 READING = (
     "Counts are rows after unfolding (one row per assistant turn); pairwise rows count 2 per pair. "
     "The UFT paper's \"20k\" HelpSteer2 is all 20,324 train rows and its 16k-260k UltraChat sizes are "
@@ -17,12 +19,12 @@ HISTOGRAM = "score_histogram.png"
 UNKNOWN = "not recorded"
 
 
-def render_card(manifest: dict, *, repo_id: str | None = None, histogram: bool = False,
+def render_card(manifest: Manifest, *, repo_id: str | None = None, histogram: bool = False,
                 license: str | None = None) -> str:
     """The card's markdown. `histogram`: the card shows HISTOGRAM (uploaded beside it)."""
-    origins = [source_origins(s) for s in manifest["sources"]]
+    origins = [source_origins(s) for s in manifest.sources]
     lines = ["---", yaml.safe_dump(card_header(manifest, license or mixture_license(origins)), sort_keys=False).rstrip(),
-             "---", "", f"# {manifest['name']}", "",
+             "---", "", f"# {manifest.name}", "",
              "A Unified Fine-Tuning (UFT) mixture built by `uftdata mix`: instruction rows (kind `sft`, score 1) "
              "mixed with feedback rows (scores in [0,1]) in one row schema, for one training stage.", ""]
     if histogram:
@@ -31,12 +33,12 @@ def render_card(manifest: dict, *, repo_id: str | None = None, histogram: bool =
     return "\n".join(lines)
 
 
-def card_header(manifest: dict, license: str) -> dict:
-    splits = list(manifest["counts"])
-    rows = sum(c["rows"] for c in manifest["counts"].values())
+def card_header(manifest: Manifest, license: str) -> dict:
+    splits = list(manifest.counts)
+    rows = sum(c.rows for c in manifest.counts.values())
     return {
         "license": license,
-        "pretty_name": manifest["name"],
+        "pretty_name": manifest.name,
         "size_categories": [size_category(rows)],
         "task_categories": ["text-generation"],
         "tags": ["uft", "sft", "preference", "feedback"],
@@ -50,15 +52,15 @@ def card_header(manifest: dict, license: str) -> dict:
             "config_name": "default",
             # num_bytes is required by datasets' parser (without it the whole list is ignored); the
             # shards' Parquet bytes stand in for the in-memory size, which would need a full read.
-            "splits": [{"name": s, "num_bytes": split_bytes(manifest, s), "num_examples": manifest["counts"][s]["rows"]}
+            "splits": [{"name": s, "num_bytes": split_bytes(manifest, s), "num_examples": manifest.counts[s].rows}
                        for s in splits],
-            "download_size": sum(f["bytes"] for f in manifest["files"]),
+            "download_size": sum(f.bytes for f in manifest.files),
         },
     }
 
 
-def split_bytes(manifest: dict, split: str) -> int:
-    return sum(f["bytes"] for f in manifest["files"] if f["path"].startswith(f"data/{split}-"))
+def split_bytes(manifest: Manifest, split: str) -> int:
+    return sum(f.bytes for f in manifest.shards(split))
 
 
 def size_category(rows: int) -> str:
@@ -68,12 +70,12 @@ def size_category(rows: int) -> str:
     return "1M<n<10M" if rows < 10_000_000 else "n>10M"
 
 
-def source_origins(source: dict) -> list[dict]:
+def source_origins(source: SourceEntry) -> list[dict]:
     """What each source was made from: the upstream command's inputs (file or hf:// URL, revision,
     license), or the schema file itself when it carries no upstream summary."""
     origins = []
-    for f in source["files"]:
-        upstream = (f.get("upstream") or {}).get("inputs") or [f]
+    for f in source.files:
+        upstream = (f.upstream or {}).get("inputs") or [f.to_dict()]
         for item in upstream:
             origins.append({"read": item.get("url") or item.get("file") or item.get("name"),
                             "revision": item.get("revision"), "license": item.get("license")})
@@ -86,42 +88,42 @@ def mixture_license(origins: list[list[dict]]) -> str:
     return licenses.pop() if len(licenses) == 1 and None not in licenses else "other"
 
 
-def sources_section(manifest: dict, origins: list[list[dict]]) -> list[str]:
+def sources_section(manifest: Manifest, origins: list[list[dict]]) -> list[str]:
     lines = ["## Sources", "",
              "| source | read from | revision | license | take | train rows | test rows | repeated | dropped |",
              "|---|---|---|---|---|---:|---:|---:|---|"]
-    for source, items in zip(manifest["sources"], origins):
+    for source, items in zip(manifest.sources, origins):
         read = "<br>".join(sorted({f"`{o['read']}`" for o in items}))
         revisions = ", ".join(sorted({o["revision"][:12] for o in items if o["revision"]})) or "local file"
         licenses = ", ".join(sorted({o["license"] or UNKNOWN for o in items}))
-        dropped = ", ".join(f"{k} {v}" for k, v in source["accounting"]["dropped"].items()) or "-"
-        lines.append(f"| {source['name']} | {read} | {revisions} | {licenses} | {source['take']} | "
-                     f"{source['rows_train']} | {source['rows_test']} | {source['repeated_rows']} | {dropped} |")
+        dropped = ", ".join(f"{k} {v}" for k, v in source.accounting.dropped.items()) or "-"
+        lines.append(f"| {source.name} | {read} | {revisions} | {licenses} | {source.take} | "
+                     f"{source.rows_train} | {source.rows_test} | {source.repeated_rows} | {dropped} |")
     lines += ["", "Licenses are those the sources' cards declare on the Hub; a local file's is not recorded: "
               "check it before you share this mixture.", ""]
     return lines
 
 
-def counts_section(manifest: dict) -> list[str]:
+def counts_section(manifest: Manifest) -> list[str]:
     lines = ["## Counts", ""]
-    for split, counts in manifest["counts"].items():
-        kinds = ", ".join(f"{k} {v}" for k, v in counts["by_kind"].items())
-        sources = ", ".join(f"{k} {v}" for k, v in counts["by_source"].items())
-        lines.append(f"- **{split}**: {counts['rows']} rows; by kind: {kinds}; by source: {sources}")
-    train = manifest["counts"].get("train", {"by_kind": {}, "rows": 0})
-    sft = train["by_kind"].get("sft", 0)
-    feedback = train["rows"] - sft
+    for split, counts in manifest.counts.items():
+        kinds = ", ".join(f"{k} {v}" for k, v in counts.by_kind.items())
+        sources = ", ".join(f"{k} {v}" for k, v in counts.by_source.items())
+        lines.append(f"- **{split}**: {counts.rows} rows; by kind: {kinds}; by source: {sources}")
+    train = manifest.counts.get("train")
+    sft = train.by_kind.get("sft", 0) if train else 0
+    feedback = (train.rows if train else 0) - sft
     ratio = f" ({sft / feedback:.2f} : 1)" if feedback else ""
-    versions = manifest["versions"]
+    versions = manifest.versions
     lines += ["", f"Ratio in train: instruction (`sft`) rows {sft} : feedback rows {feedback}{ratio}.", "",
-              f"Seed {manifest['seed']}; on_short `{manifest['on_short']}`; content hash "
-              f"`{manifest['content_hash']}`; built with uft {versions['uft']} (pyarrow {versions.get('pyarrow')}, "
+              f"Seed {manifest.seed}; on_short `{manifest.on_short}`; content hash "
+              f"`{manifest.content_hash}`; built with uft {versions.get('uft')} (pyarrow {versions.get('pyarrow')}, "
               f"polars {versions.get('polars')}).", "", READING, ""]
     return lines
 
 
-def use_section(manifest: dict, repo_id: str | None) -> list[str]:
-    name = manifest["name"]
+def use_section(manifest: Manifest, repo_id: str | None) -> list[str]:
+    name = manifest.name
     where = repo_id or f"path/to/{name}"
     lines = ["## Use", "", "```python", "import datasets", f"ds = datasets.load_dataset(\"{where}\")", "```", ""]
     if repo_id:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -18,9 +19,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from uftdata import __version__
 from uftdata.accounting import Summary
 from uftdata.errors import UftDataError
-from uftdata.hub import HubOptions
+from uftdata.failures import console_failures
+from uftdata.hub import HubOptions, is_hub_url
 from uftdata.reader import InputFile, expand_inputs
-from uftdata.rejects import Rejects
+from uftdata.rejects import Rejects, open_rejects
 from uftdata.writer import open_rows
 
 app = typer.Typer(
@@ -43,26 +45,36 @@ HfConfig = Annotated[str | None, typer.Option("--hf-config", help="hf:// inputs:
 HfRevision = Annotated[str | None, typer.Option("--hf-revision", help="hf:// inputs: branch, tag or commit (default: main); the commit read is recorded.")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output Parquet file in the uft row schema.")]
 Format = Annotated[str | None, typer.Option("--format", "-f", help="Input layout; detected when omitted.")]
-Source = Annotated[str | None, typer.Option(help="Value of the `source` column; default: the first input's name up to its first dot.")]
+Source = Annotated[str | None, typer.Option(help="Value of the `source` column for every input. Default, per input: a Hub dataset's NAME, a folder's name, or a file's name without its extensions and a trailing split name (_train, _test, _validation, _dev, ...), e.g. hh-rlhf_harmless-base_test.jsonl -> hh-rlhf_harmless-base.")]
 OnErrorOpt = Annotated[OnError, typer.Option("--on-error", help="error: stop at the first bad record. skip: write bad records to the rejects file and go on.")]
 RejectsOpt = Annotated[Path | None, typer.Option(help="Rejects file for --on-error skip; default OUT with .rejects.jsonl.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT (and its rejects file) even if uftdata did not write it; never a folder or an input.")]
 
 
 def main() -> None:
-    """Console entry point: user errors are one line on stderr and exit status 2."""
+    """Console entry point: user errors and I/O failures are one line on stderr and exit status 2;
+    Ctrl-C is one line and exit status 130."""
     try:
-        app()
+        with console_failures("uftdata"):
+            app()
     except UftDataError as error:
         print(f"uftdata: error: {error.line()}", file=sys.stderr)
         sys.exit(2)
 
 
-@app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
-    if version:
-        print(__version__)
+def _print_version(value: bool) -> None:
+    """Eager: click checks for a missing command before a group's callback runs, so a plain
+    `--version` flag read in `_root` would end in "Missing command"."""
+    if value:
+        print(f"uftdata {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                                callback=_print_version)] = False) -> None:
+    """Prepare and mix Unified Fine-Tuning (UFT) data: unfold, score, feedback, mix, inspect."""
 
 
 @contextmanager
@@ -97,31 +109,55 @@ def run_rows_command(
     rejects_path: Path | None,
     quiet: bool,
     produce: Callable[[list[InputFile], Rejects, Summary, Callable[[int], None]], Iterator[pl.DataFrame]],
+    *,
+    overwrite: bool = False,
 ) -> Summary:
-    """Shared driver: read inputs, write rows atomically, rejects file, summary in the file footer."""
+    """Shared driver: read inputs, write rows atomically, rejects file, summary in the file footer.
+
+    Both outputs are checked before a record is read (README, "Outputs: what a command may replace"):
+    never a folder, never an input, an existing file only if uftdata wrote it or with --overwrite. The
+    rejects file is put in place right after the rows, so a failure leaves neither."""
+    if out.is_dir():
+        raise UftDataError(str(out), "is a folder; -o names the Parquet file to write",
+                           fix=f"Give a file, e.g. -o {out / 'rows.parquet'}.")
     files = expand_inputs(inputs, hub)
+    local = [f.path for f in files if f.remote is None]  # hf:// inputs have no local path
     rejects = Rejects("skip" if on_error is OnError.skip else "raise")
+    rejects_file = rejects_path or out.with_name(out.name.removesuffix(".parquet") + ".rejects.jsonl")
     summary = Summary(command)
     metadata: dict[str, str] = {}
-    with progress_bar(files, quiet) as advance, open_rows(out, metadata) as writer:
-        for rows in produce(files, rejects, summary, advance):
-            writer.write(rows)
-        summary.check()
-        metadata["uft.summary"] = json.dumps(summary.as_dict(), sort_keys=True)
-    written = None
-    if rejects.count:
-        written = rejects_path or out.with_name(out.name.removesuffix(".parquet") + ".rejects.jsonl")
-        rejects.write(written)
-    print_summary(summary, out, written)
+    with ExitStack() as stack:
+        # Entered before the rows' output, so it is put in place after it.
+        rejects_tmp = (stack.enter_context(open_rejects(rejects_file, overwrite=overwrite, inputs=[*local, out]))
+                       if rejects.on_error == "skip" else None)
+        with progress_bar(files, quiet) as advance, open_rows(out, metadata, overwrite=overwrite, inputs=local) as writer:
+            for rows in produce(files, rejects, summary, advance):
+                writer.write(rows)
+            summary.check()
+            metadata["uft.summary"] = json.dumps(summary.as_dict(), sort_keys=True)
+            if rejects.count and rejects_tmp is not None:
+                rejects.dump(rejects_tmp)
+    print_summary(summary, out, rejects_file if rejects.count else None)
     return summary
 
 
-def _source(source: str | None, files: list[InputFile]) -> str:
-    """The `source` column: given, or the Hub dataset's name, or the first file's name up to a dot."""
-    if source:
-        return source
-    first = files[0]
-    return first.remote.repo_id.split("/")[1] if first.remote else first.name.split(".")[0]
+def _source(source: str | None, inputs: list[str], files: list[InputFile]) -> list[tuple[str, list[InputFile]]]:
+    """The `source` column of each input's rows, as (name, files) runs in input order: `--source`
+    for all, else each input's own name (mixspec.source_name), so that several inputs to one command
+    keep their names, and every file in a folder gets the folder's."""
+    from uftdata.mixspec import source_name
+
+    folders = [Path(p) for p in inputs if not is_hub_url(p) and Path(p).is_dir()]
+
+    def name(f: InputFile) -> str:
+        if source:
+            return source
+        if f.remote:
+            return f.remote.repo_id.split("/")[1]
+        folder = next((d for d in folders if d in f.path.parents), None)
+        return source_name(folder.resolve().name if folder else f.name)
+
+    return [(key, list(run)) for key, run in itertools.groupby(files, key=name)]
 
 
 @app.command()
@@ -136,6 +172,7 @@ def unfold(
     hf_split: HfSplit = None,
     hf_config: HfConfig = None,
     hf_revision: HfRevision = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Conversations -> one `sft` row per assistant turn (score 1.0).
 
@@ -148,11 +185,12 @@ def unfold(
     from uftdata.unfold import unfold_file
 
     def produce(files, rejects_, summary, advance):  # type: ignore[no-untyped-def]
-        name = _source(source, files)
-        for f in files:
-            yield from unfold_file(f, fmt=format, source=name, rejects=rejects_, summary=summary, progress=advance)
+        for name, named in _source(source, inputs, files):
+            for f in named:
+                yield from unfold_file(f, fmt=format, source=name, rejects=rejects_, summary=summary, progress=advance)
 
-    run_rows_command("unfold", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce)
+    run_rows_command("unfold", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce,
+                     overwrite=overwrite)
 
 
 def parse_scale(text: str | None, option: str) -> tuple[float, float] | None:
@@ -196,6 +234,7 @@ def score(
     hf_split: HfSplit = None,
     hf_config: HfConfig = None,
     hf_revision: HfRevision = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Rated responses -> `score` rows with a score in [0,1] and the raw ratings in `attributes`.
 
@@ -220,11 +259,13 @@ def score(
     fmt = "columns" if score_column is not None and format is None else format
 
     def produce(files, rejects_, summary, advance):  # type: ignore[no-untyped-def]
-        return convert_files(files, command="score", fmt=fmt, source=_source(source, files),
-                             adapter_for=lambda layout: adapter_for(layout, options),
-                             rejects=rejects_, summary=summary, progress=advance)
+        for name, named in _source(source, inputs, files):
+            yield from convert_files(named, command="score", fmt=fmt, source=name,
+                                     adapter_for=lambda layout: adapter_for(layout, options),
+                                     rejects=rejects_, summary=summary, progress=advance)
 
-    run_rows_command("score", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce)
+    run_rows_command("score", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce,
+                     overwrite=overwrite)
 
 
 @app.command()
@@ -243,6 +284,7 @@ def feedback(
     hf_split: HfSplit = None,
     hf_config: HfConfig = None,
     hf_revision: HfRevision = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Pairwise and binary feedback -> `pairwise` rows (two per pair, one `pair_id`) and `binary` rows.
 
@@ -261,12 +303,15 @@ def feedback(
 
     def produce(files, rejects_, summary, advance):  # type: ignore[no-untyped-def]
         if pairs_from_scores:
-            return pair_scores(files, source=source, rejects=rejects_, summary=summary, progress=advance)
-        return convert_files(files, command="feedback", fmt=format, source=_source(source, files),
-                             adapter_for=lambda layout: adapter_for(layout, options),
-                             rejects=rejects_, summary=summary, progress=advance)
+            yield from pair_scores(files, source=source, rejects=rejects_, summary=summary, progress=advance)
+            return
+        for name, named in _source(source, inputs, files):
+            yield from convert_files(named, command="feedback", fmt=format, source=name,
+                                     adapter_for=lambda layout: adapter_for(layout, options),
+                                     rejects=rejects_, summary=summary, progress=advance)
 
-    run_rows_command("feedback", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce)
+    run_rows_command("feedback", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce,
+                     overwrite=overwrite)
 
 
 @app.command()
@@ -279,15 +324,22 @@ def mix(
     total: Annotated[str | None, typer.Option(help="Total rows, for fractional takes.")] = None,
     sweep: Annotated[str | None, typer.Option(help="PATH=N,N,...: one mixture per count of PATH, e.g. ultrachat.parquet=16k,20k,32k,65k,130k,260k; folders named mix_<take>_<take>.")] = None,
     oversample: Annotated[bool, typer.Option("--oversample", help="When a source has fewer rows than asked, repeat rows in rank order (reported) instead of failing.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it is an earlier mixture (with --sweep: a folder of mixtures only); never another folder or a file.")] = False,
     on_error: OnErrorOpt = OnError.error,
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
 ) -> None:
     """Build a mixture folder: Parquet shards in rank order, README.md card, manifest.json (last).
 
-    Order: validate, dedup (by id; pairs by pair_id), test split by group (before sampling, so it
-    does not move with the ratio), rank by seeded hash, take. Smaller takes are subsets of larger
-    ones with the same seed. `datasets.load_dataset(OUT)` reads the result.
+    Order: validate, dedup (by id; pairs by pair_id; the first source wins, and within a source the
+    lowest score), test split by group (before sampling, so it does not move with the ratio), rank
+    by seeded hash, take. Smaller takes are subsets of larger ones with the same seed. A sweep is
+    written whole or not at all. `datasets.load_dataset(OUT)` reads the result. Each source is named
+    by the `source` value of its rows (by its file or folder name when its rows carry several).
+
+    Stops (exit 2) instead of building less than asked: fractions past 1, a total the counts exceed,
+    a test file that is a training file (same path or same bytes), an input without valid rows, a
+    source without training rows or with an empty test split.
     """
     from uftdata.mixout import build_mixtures
     from uftdata.mixspec import load_recipe_mixture, spec_from_options
@@ -308,7 +360,7 @@ def mix(
         raise UftDataError("mix", "no output folder", fix="Pass -o MIXTURE_DIR (or set mixture.out in the recipe).")
     skip = Rejects("skip" if on_error is OnError.skip else "raise")
     say = None if quiet else (lambda name: print(f"  writing {name}", file=sys.stderr))
-    manifests = build_mixtures(spec, target, skip, say)
+    manifests = build_mixtures(spec, target, skip, say, overwrite=overwrite)
     for manifest in manifests:
         where = target / manifest["name"] if spec.sweep else target
         counts = ", ".join(f"{split} {c['rows']}" for split, c in manifest["counts"].items())
@@ -336,7 +388,11 @@ def inspect(
 ) -> None:
     """Counts by source and kind, score distribution, lengths, and schema validation.
 
-    Exits 1 when a row breaks the schema (each problem is listed with its file and row).
+    Exit status: 0 when every row is valid; 1 when inspect read the data and found problems, each
+    listed with its file and row (a row breaking the schema, a raw JSONL or Parquet file not yet
+    converted by `uftdata unfold|score|feedback`, a mixture shard that differs from manifest.json);
+    2 when PATH cannot be read at all (missing, empty, damaged, not Parquet, a broken .gz), with one
+    error line.
     """
     from uftdata.inspect import inspect_with_stats, render
 

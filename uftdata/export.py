@@ -27,6 +27,7 @@ import yaml
 from uftdata import __version__, schema
 from uftdata.atomic import atomic_path
 from uftdata.errors import UftDataError
+from uftdata.manifest import Manifest
 from uftdata.mixout import sha256_file
 from uftdata.verify import check_mixture
 from uftdata.writer import COMPRESSION, COMPRESSION_LEVEL, ROW_GROUP_ROWS
@@ -82,21 +83,21 @@ def export_mixture(mixture: Path, to: str, out: Path, *, kto_threshold: float = 
     splits = {s: rows for s, rows in splits.items() if rows is not None}
     stages = STAGES if to == "llamafactory" else (to.removeprefix("trl-"),)
     outputs = []
-    with atomic_path(out) as tmp:
+    with atomic_path(out, overwrite=overwrite, owned=is_export, inputs=[mixture]) as tmp:
         tmp.mkdir()
         for stage in stages:
             for split, rows in splits.items():
                 examples = stage_examples(stage, rows, threshold=kto_threshold, where=f"{mixture}: {split}",
                                           lf=to == "llamafactory")
-                path = _write(tmp, to, manifest["name"], stage, split, examples.frame)
+                path = _write(tmp, to, manifest.name, stage, split, examples.frame)
                 outputs.append(_output_entry(tmp, path, stage, split, examples))
         if to != "llamafactory" and not outputs[0]["examples"]:
             raise UftDataError(str(mixture), f"has no training rows for {to}",
-                               got=manifest["counts"]["train"]["by_kind"], expected=_NEEDS[stages[0]],
+                               got=manifest.counts["train"].by_kind, expected=_NEEDS[stages[0]],
                                fix="Export another target, or mix rows of that kind in.")
         summary = {
             "uft_export_version": 1, "target": to,
-            "source": {"name": manifest["name"], "content_hash": manifest["content_hash"]},
+            "source": {"name": manifest.name, "content_hash": manifest.content_hash},
             "kto_threshold": kto_threshold if "kto" in stages else None,
             "outputs": outputs,
             "versions": {"uft": __version__, "pyarrow": pa.__version__, "polars": pl.__version__},
@@ -105,6 +106,11 @@ def export_mixture(mixture: Path, to: str, out: Path, *, kto_threshold: float = 
         # Written last: a folder with export.json is a finished export.
         (tmp / EXPORT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return summary
+
+
+def is_export(folder: Path) -> bool:
+    """A folder `uftdata export` wrote: export.json, written last, is there."""
+    return (folder / EXPORT_FILE).is_file()
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -117,12 +123,12 @@ def _check_out(out: Path, overwrite: bool) -> None:
                            fix="Choose a new -o, or remove it yourself.")
 
 
-def _read_split(mixture: Path, manifest: dict, split: str) -> pl.DataFrame | None:
+def _read_split(mixture: Path, manifest: Manifest, split: str) -> pl.DataFrame | None:
     """The split's rows (only the columns exports use) in rank order, with their position as `rank`."""
-    shards = sorted(f["path"] for f in manifest["files"] if Path(f["path"]).name.startswith(f"{split}-"))
+    shards = manifest.shards(split)
     if not shards:
         return None
-    return pl.scan_parquet([mixture / s for s in shards]).select(_READ).with_row_index("rank").collect()
+    return pl.scan_parquet([mixture / s.path for s in shards]).select(_READ).with_row_index("rank").collect()
 
 
 def stage_examples(stage: str, rows: pl.DataFrame, *, threshold: float, where: str, lf: bool = False) -> Examples:

@@ -19,55 +19,100 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from uftdata import __version__, schema
-from uftdata.atomic import atomic_path
+from uftdata.atomic import atomic_path, check_output
 from uftdata.card import render_card
 from uftdata.errors import UftDataError
-from uftdata.mix import Plan, final_order, plan, resolve_counts, take
-from uftdata.mixspec import MixtureSpec
+from uftdata.hub import is_hub_url
+from uftdata.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    Accounting,
+    HeldOutEntry,
+    InputEntry,
+    Manifest,
+    Shard,
+    SourceEntry,
+    SplitCounts,
+    ordered_splits,
+)
+from uftdata.mix import Plan, Selection, plan, select
+from uftdata.mixspec import HeldOut, MixtureSpec
 from uftdata.reader import InputFile
 from uftdata.rejects import Rejects
 from uftdata.writer import RowWriter
 
 SHARD_ROWS = 100_000
 BUCKET_ROWS = 10_000  # a divisor of SHARD_ROWS
-MANIFEST = "manifest.json"
 
 
 def build_mixtures(spec: MixtureSpec, out: Path, rejects: Rejects,
-                   progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Build the mixture (or, with a sweep, one mixture per take under `out`); returns manifests."""
+                   progress: Callable[[str], None] | None = None, *, overwrite: bool = False) -> list[dict]:
+    """Build the mixture (or, with a sweep, one mixture per take under `out`); returns manifests.
+
+    All or nothing: every count is resolved before a byte is written, and a sweep's mixtures are
+    built inside one hidden partial folder renamed to `out` when the last is complete. An existing
+    `out` is replaced only with `overwrite`, and only when it is a mixture (a sweep: a folder of
+    mixtures and nothing else); an output that is, holds or lies inside an input is refused."""
+    sweep = [spec.with_take(t) for t in spec.sweep]
+    owned = is_sweep_folder if sweep else is_mixture_folder
+    fix = (f"It is an earlier {'sweep' if sweep else 'mixture'}: pass --overwrite to replace it, "
+           "or choose another -o.")
+    inputs = mixture_inputs(spec)
+    check_mixture_output(out, inputs)
+    check_output(out, overwrite=overwrite, owned=owned, inputs=inputs, fix=fix)  # before reading the inputs
     planned = plan(spec, rejects)
-    if not spec.sweep:
-        return [write_mixture(planned, spec, out, progress)]
-    return [write_mixture(planned, spec.with_take(t), out / spec.with_take(t).name, progress) for t in spec.sweep]
+    chosen = [(s, select(planned, s)) for s in sweep or [spec]]
+    with atomic_path(out, overwrite=overwrite, owned=owned, inputs=inputs, fix=fix) as tmp:
+        if not sweep:
+            return [write_mixture(planned, spec, chosen[0][1], tmp, out.name, progress)]
+        tmp.mkdir()
+        manifests = [write_mixture(planned, s, selected, tmp / s.name, s.name, progress) for s, selected in chosen]
+    return manifests
 
 
-def write_mixture(planned: Plan, spec: MixtureSpec, out: Path, progress: Callable[[str], None] | None) -> dict:
-    counts = resolve_counts(spec, planned.sources)
-    taken, repeats = [], []
-    for i, (state, count) in enumerate(zip(planned.sources, counts)):
-        rows, repeated = take(state, count, spec.on_short)
-        taken.append(rows.with_columns(src=pl.lit(i, dtype=pl.Int32)))
-        repeats.append(repeated)
-    train = final_order(pl.concat(taken), spec.seed)
-    tests = [s.test.with_columns(src=pl.lit(i, dtype=pl.Int32), copy=pl.lit(0, dtype=pl.Int32))
-             for i, s in enumerate(planned.sources) if s.test.height]
-    splits = {"train": train}
-    if tests:
-        splits["test"] = final_order(pl.concat(tests), spec.seed)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
-        raise UftDataError(str(out), "exists and is not a mixture folder; refusing to replace it",
-                           fix="Choose a new --out, or remove it yourself.")
-    with atomic_path(out) as tmp:
-        (tmp / "data").mkdir(parents=True)
-        files = []
-        for split, rows in splits.items():
-            files += write_shards(planned.parts, rows, tmp, split, progress)
-        manifest = build_manifest(planned, spec, out.name, splits, taken, repeats, files)
-        (tmp / "README.md").write_text(render_card(manifest), encoding="utf-8")
-        # Written last: a folder with a manifest is a finished mixture.
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return manifest
+def write_mixture(planned: Plan, spec: MixtureSpec, selected: Selection, folder: Path, name: str,
+                  progress: Callable[[str], None] | None) -> dict:
+    """Write one mixture into the new folder `folder` (inside build_mixtures' partial output)."""
+    taken, repeats, splits = selected.taken, selected.repeats, selected.splits
+    (folder / "data").mkdir(parents=True)
+    files = []
+    for split, rows in splits.items():
+        files += write_shards(planned.parts, rows, folder, split, progress)
+    manifest = build_manifest(planned, spec, name, splits, taken, repeats, files)
+    (folder / "README.md").write_text(render_card(manifest), encoding="utf-8")
+    # Written last: a folder with a manifest is a finished mixture.
+    (folder / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest.to_dict()
+
+
+def is_mixture_folder(path: Path) -> bool:
+    """The marker `mix --overwrite` may replace: a folder holding `manifest.json`."""
+    return path.is_dir() and not path.is_symlink() and (path / MANIFEST).is_file()
+
+
+def is_sweep_folder(path: Path) -> bool:
+    """A sweep's folder: mixtures only (a dead writer's hidden leftovers aside), at least one."""
+    children = [c for c in path.iterdir() if not c.name.endswith((".partial", ".old", ".lock"))] if path.is_dir() else []
+    return bool(children) and not path.is_symlink() and all(is_mixture_folder(c) for c in children)
+
+
+def mixture_inputs(spec: MixtureSpec) -> list[Path]:
+    """The local files and folders a mix reads (sources and test files), as given."""
+    paths = [s.path for s in spec.sources] + [s.test.file for s in spec.sources if s.test and s.test.file]
+    return [Path(p) for p in paths if not is_hub_url(p)]
+
+
+def check_mixture_output(out: Path, inputs: list[Path]) -> None:
+    """What atomic_path's rules leave to mix: a file at `out` is never a mixture (even with
+    --overwrite), and a mixture inside an input folder would be read as rows of that source."""
+    if out.is_file() or out.is_symlink():
+        raise UftDataError(str(out), "is a file, not a mixture folder; refusing to replace it",
+                           fix="Choose another -o (a new or mixture folder).")
+    target = out.resolve()
+    for folder in (p.resolve() for p in inputs if p.is_dir()):
+        if folder in target.parents:
+            raise UftDataError(str(out), f"lies inside the input folder {folder}; a later mix of that folder "
+                               "would read the mixture's shards as its rows", fix="Choose an -o outside the inputs.")
 
 
 def write_shards(parts: list[InputFile], rows: pl.DataFrame, folder: Path, split: str,
@@ -156,7 +201,7 @@ def _upstream(metadata: pq.FileMetaData) -> dict | None:
 
 
 def build_manifest(planned: Plan, spec: MixtureSpec, name: str, splits: dict[str, pl.DataFrame],
-                   taken: list[pl.DataFrame], repeats: list[int], files: list[dict]) -> dict:
+                   taken: list[pl.DataFrame], repeats: list[int], files: list[dict]) -> Manifest:
     sources, dropped_total = [], Counter[str]()
     for i, state in enumerate(planned.sources):
         test_rows = int((splits["test"]["src"] == i).sum()) if "test" in splits else 0
@@ -166,49 +211,56 @@ def build_manifest(planned: Plan, spec: MixtureSpec, name: str, splits: dict[str
         used = distinct + (0 if state.test_from_file else test_rows)
         assert state.records_in == used + sum(dropped.values()), f"accounting broke for {state.spec.path}"
         dropped_total.update(dropped)
-        sources.append({
-            "name": state.name,
-            "take": spec.sources[i].take.text,
-            "rows_train": taken[i].height,
-            "rows_test": test_rows,
-            "repeated_rows": repeats[i],
-            "test": None if state.spec.test is None else {k: v for k, v in vars(state.spec.test).items() if v is not None},
-            "accounting": {"records_in": state.records_in, "records_used": used,
-                           "dropped": dict(sorted((k, v) for k, v in dropped.items() if v))},
-            "files": [_input_entry(planned.parts[p]) for p in state.parts],
-            "test_files": [_input_entry(planned.parts[p]) for p in sorted(set(state.test["part"].to_list()))
-                           if p not in state.parts] if state.test_from_file else [],
-        })
-    return {
-        "uft_mixture_version": 1,
-        "name": name,
-        "seed": spec.seed,
-        "on_short": spec.on_short,
-        "total": spec.total,
-        "sources": sources,
-        "counts": {split: _counts(rows) for split, rows in splits.items()},
-        "dropped": dict(sorted((k, v) for k, v in dropped_total.items() if v)),
-        "content_hash": content_hash(splits),
-        "files": files,
-        "versions": {"uft": __version__, "pyarrow": pa.__version__, "polars": pl.__version__,
-                     "python": platform.python_version()},
-    }
+        sources.append(SourceEntry(
+            name=state.name,
+            take=spec.sources[i].take.text,
+            rows_train=taken[i].height,
+            rows_test=test_rows,
+            repeated_rows=repeats[i],
+            test=_held_out(state.spec.test),
+            accounting=Accounting(state.records_in, used, dict(sorted((k, v) for k, v in dropped.items() if v))),
+            files=tuple(_input_entry(planned.parts[p]) for p in state.parts),
+            test_files=tuple(_input_entry(planned.parts[p]) for p in sorted(set(state.test["part"].to_list()))
+                             if p not in state.parts) if state.test_from_file else (),
+        ))
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        name=name,
+        seed=spec.seed,
+        on_short=spec.on_short,
+        total=spec.total,
+        sources=tuple(sources),
+        counts=ordered_splits({split: split_counts(rows) for split, rows in splits.items()}),
+        dropped=dict(sorted((k, v) for k, v in dropped_total.items() if v)),
+        content_hash=content_hash(splits),
+        files=tuple(Shard(f["path"], f["rows"], f["bytes"], f["sha256"]) for f in files),
+        versions={"uft": __version__, "pyarrow": pa.__version__, "polars": pl.__version__,
+                  "python": platform.python_version()},
+    )
 
 
-def _input_entry(f: InputFile) -> dict:
+def _held_out(test: HeldOut | None) -> HeldOutEntry | None:
+    """The test split as the manifest records it: a local file by its name only (the manifest is
+    published; the user's directories are not), a Hub file by its URL."""
+    if test is None:
+        return None
+    if test.file is not None:
+        return HeldOutEntry(file=test.file if is_hub_url(test.file) else Path(test.file).name)
+    return HeldOutEntry(fraction=test.fraction)
+
+
+def _input_entry(f: InputFile) -> InputEntry:
     metadata = f.parquet().metadata
     # A Hub file is pinned by its URL and commit rather than hashed: hashing would download it whole.
+    # A local one by its name and sha256: where it lay on the user's disk is not recorded.
     pinned = f.provenance() or {"sha256": sha256_file(f.path)}
-    entry = {"name": f.name, **pinned, "rows": metadata.num_rows}
-    upstream = _upstream(metadata)
-    if upstream:
-        entry["upstream"] = upstream
-    return entry
+    return InputEntry(name=f.name, rows=metadata.num_rows, **pinned, upstream=_upstream(metadata) or None)
 
 
-def _counts(rows: pl.DataFrame) -> dict:
-    return {
-        "rows": rows.height,
-        "by_source": dict(sorted(rows.group_by("source").len().iter_rows())),
-        "by_kind": dict(sorted(rows.group_by("kind").len().iter_rows())),
-    }
+def split_counts(rows: pl.DataFrame) -> SplitCounts:
+    """Rows, and rows by `source` and by `kind`, of one split (`rows` needs those two columns)."""
+    return SplitCounts(
+        rows=rows.height,
+        by_source=dict(sorted(rows.group_by("source").len().iter_rows())),
+        by_kind=dict(sorted(rows.group_by("kind").len().iter_rows())),
+    )

@@ -11,6 +11,7 @@ The token is huggingface_hub's (HF_TOKEN or the login cache); it is never printe
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import tempfile
@@ -22,11 +23,28 @@ import polars as pl
 
 from uftdata.card import HISTOGRAM, render_card
 from uftdata.errors import UftDataError
-from uftdata.mixout import MANIFEST, content_hash
-from uftdata.verify import check_mixture
+from uftdata.hub import is_hub_url, is_network_error
+from uftdata.manifest import MANIFEST, Manifest
+from uftdata.verify import verify_mixture as verified_mixture
 
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
-READ_COLUMNS = ["id", "kind", "score", "label", "pair_id", "source"]  # content hash + histogram
+# The license ids the Hub accepts in a card's `license:` field, in the order of its table: "Licenses",
+# https://huggingface.co/docs/hub/repositories-licenses (source: huggingface/hub-docs,
+# docs/hub/repositories-licenses.md, the "region licenses" table as of commit fd6cf1f, 2026-06-06).
+# `other` (with the license named in the card) covers any license not listed.
+HUB_LICENSES = (
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigscience-bloom-rail-1.0",
+    "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd", "bsd-2-clause", "bsd-3-clause",
+    "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0",
+    "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0",
+    "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0", "cdla-sharing-1.0",
+    "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0", "etalab-2.0", "eupl-1.1",
+    "eupl-1.2", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0", "isc", "h-research",
+    "intel-research", "lppl-1.3c", "ms-pl", "apple-ascl", "apple-amlr", "mpl-2.0", "odc-by", "odbl", "openmdw-1.0",
+    "openmdw-1.1", "openrail++", "osl-3.0", "postgresql", "ofl-1.1", "ncsa", "unlicense", "zlib", "pddl", "lgpl-lr",
+    "deepfloyd-if-license", "fair-noncommercial-research-license", "llama2", "llama3", "llama3.1", "llama3.2",
+    "llama3.3", "llama4", "grok2-community", "gemma", "unknown", "other",
+)
 
 
 @dataclass(frozen=True)
@@ -63,24 +81,37 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def verify_mixture(folder: Path) -> tuple[dict, dict[str, pl.DataFrame]]:
+def check_license(license: str | None) -> str | None:
+    """`--license` must be one of the Hub's ids: the Hub would otherwise show the card without a license
+    (or refuse it), after the shards were uploaded. Checked before anything is read or contacted."""
+    if license is None or license in HUB_LICENSES:
+        return license
+    close = difflib.get_close_matches(license.lower(), HUB_LICENSES, n=3, cutoff=0.5)
+    raise UftDataError("--license", "is not a license id the Hub knows", got=license,
+                       expected="an id of https://huggingface.co/docs/hub/repositories-licenses"
+                       + (f"; the closest: {', '.join(close)}" if close else ""),
+                       fix="For a license the Hub does not list, pass --license other.")
+
+
+def verify_mixture(folder: Path) -> tuple[Manifest, dict[str, pl.DataFrame]]:
     """The manifest and each split's small columns (the card's histogram reads them too), after
-    checking the shards' bytes and the content hash of their rows."""
-    manifest = check_mixture(folder)
-    parts: dict[str, list[pl.DataFrame]] = {}
-    for entry in manifest["files"]:
-        split = Path(entry["path"]).name.split("-")[0]
-        parts.setdefault(split, []).append(pl.read_parquet(folder / entry["path"], columns=READ_COLUMNS))
-    splits = {split: pl.concat(frames) for split, frames in parts.items()}
-    found = content_hash(splits)
-    if found != manifest["content_hash"]:
-        raise UftDataError(str(folder / MANIFEST), "content_hash does not match the rows of the shards",
-                           got=found, expected=manifest["content_hash"],
-                           fix="Rebuild the mixture with `uftdata mix`; a hand-edited manifest cannot be published.")
-    return manifest, splits
+    checking the folder against its manifest (uftdata.verify: shards, counts, seed, content hash)."""
+    verified = verified_mixture(folder)
+    check_no_local_paths(verified.manifest, Path(folder) / MANIFEST)
+    return verified.manifest, verified.splits
 
 
-def stage_card(manifest: dict, splits: dict[str, pl.DataFrame], repo_id: str | None, staging: Path,
+def check_no_local_paths(manifest: Manifest, where: Path) -> None:
+    """A format-1 manifest kept a test file's path as typed: uploading it would publish the user's
+    directories. (Format 2 keeps the file's name.)"""
+    for i, source in enumerate(manifest.sources):
+        test = source.test.file if source.test else None
+        if test is not None and not is_hub_url(test) and Path(test).name != test:
+            raise UftDataError(str(where), f"field 'sources[{i}].test.file' holds a local path", got=test,
+                               fix="Rebuild the mixture with this `uftdata mix` (format 2 keeps file names only).")
+
+
+def stage_card(manifest: Manifest, splits: dict[str, pl.DataFrame], repo_id: str | None, staging: Path,
                license: str | None) -> list[Path]:
     """README.md and the score histogram, as they would be uploaded, written into `staging`."""
     from uftdata.plots import plot_scores
@@ -92,8 +123,8 @@ def stage_card(manifest: dict, splits: dict[str, pl.DataFrame], repo_id: str | N
     return [staging / "README.md", staging / HISTOGRAM]
 
 
-def local_files(folder: Path, manifest: dict, staging: Path) -> list[Upload]:
-    files = [Upload.of(e["path"], folder / e["path"]) for e in manifest["files"]]
+def local_files(folder: Path, manifest: Manifest, staging: Path) -> list[Upload]:
+    files = [Upload.of(e.path, folder / e.path) for e in manifest.files]
     files.append(Upload.of(MANIFEST, folder / MANIFEST))
     files += [Upload.of(p.name, p) for p in (staging / "README.md", staging / HISTOGRAM)]
     return files
@@ -123,6 +154,7 @@ def publish(folder: Path, repo_id: str, *, public: bool = False, dry_run: bool =
             license: str | None = None, preview: Path | None = None) -> tuple[Plan, str | None]:
     """(plan, commit URL or None). Dry run: the plan of a first upload, without contacting the Hub."""
     check_repo_id(repo_id)
+    check_license(license)
     manifest, splits = verify_mixture(folder)
     with tempfile.TemporaryDirectory(prefix=".uft-publish-") as tmp:
         staging = Path(tmp)
@@ -137,7 +169,7 @@ def publish(folder: Path, repo_id: str, *, public: bool = False, dry_run: bool =
         return upload(repo_id, files, manifest, public)
 
 
-def upload(repo_id: str, files: list[Upload], manifest: dict, public: bool) -> tuple[Plan, str | None]:
+def upload(repo_id: str, files: list[Upload], manifest: Manifest, public: bool) -> tuple[Plan, str | None]:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -155,13 +187,16 @@ def upload(repo_id: str, files: list[Upload], manifest: dict, public: bool) -> t
         operations += [CommitOperationDelete(p) for p in plan.deletes]
         commit = api.create_commit(
             repo_id, operations, repo_type="dataset",
-            commit_message=f"uftdata publish {manifest['name']} ({manifest['content_hash'][:12]})",
-            commit_description=f"Built with uft {manifest['versions']['uft']}; content hash {manifest['content_hash']}.",
+            commit_message=f"uftdata publish {manifest.name} ({manifest.content_hash[:12]})",
+            commit_description=f"Built with uft {manifest.versions.get('uft')}; content hash {manifest.content_hash}.",
         )
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else "?"
         raise UftDataError(f"hf://datasets/{repo_id}", f"the Hub refused the upload (HTTP {status}: "
                            f"{str(e).splitlines()[0]})", fix="Check that the token can write to this organization.") from None
-    except OSError as e:
-        raise UftDataError(f"hf://datasets/{repo_id}", f"cannot reach the Hub ({type(e).__name__}: {e})") from None
+    except Exception as e:  # httpx's network errors are no OSError (requests' were)
+        if not (isinstance(e, OSError) or is_network_error(e)):
+            raise
+        raise UftDataError(f"hf://datasets/{repo_id}", f"cannot reach the Hub ({type(e).__name__}: {e})",
+                           fix="Check the network and HF_ENDPOINT, then publish again.") from None
     return plan, commit.commit_url
