@@ -386,3 +386,25 @@ def test_corpus_export_to_a_full_disk_is_one_line(run_dir: Path, tmp_path: Path)
                 "full/exported: no space left on device (ENOSPC). Free some space on that disk, or write elsewhere.",
                 prog="uft-train")
         assert os.listdir(tmp_path / "full") == []
+
+
+def test_corpus_kill_9_during_mix_leaves_no_mixture(tmp_path: Path) -> None:
+    work = tmp_path
+    big_input(work / "big.jsonl", 4000)
+    assert uftdata(["unfold", "big.jsonl", "-o", "rows.parquet", "-q"], work)[0] == 0
+    before = snapshot(work)
+    with subprocess.Popen([sys.executable, "-m", "uftdata.cli", "mix", "--take", "rows.parquet=all",
+                           "--test", "rows.parquet=0.1", "-o", "mixes/m", "-q"], cwd=work,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        partial = wait_for_partial(work / "mixes", process)
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert sorted(os.listdir(work / "mixes")) == sorted([partial, ".m.lock"])  # no mixture anyone would read
+    assert {k: v for k, v in snapshot(work).items() if not k.startswith("mixes")} == before
+
+    # The next mix removes the dead process's partial folder and lock, and writes the mixture.
+    assert uftdata(["mix", "--take", "rows.parquet=all", "--test", "rows.parquet=0.1", "-o", "mixes/m", "-q"],
+                   work)[0] == 0
+    assert os.listdir(work / "mixes") == ["m"]
+    assert (work / "mixes" / "m" / "manifest.json").is_file()

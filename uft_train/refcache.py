@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from uft_train.config import Recipe, data_path
 from uft_train.model import model_fingerprint, reference, sequence_logps
 from uftdata.atomic import atomic_path
+from uftdata.manifest import read_manifest
 
 
 class ReferenceCache:
@@ -41,9 +42,8 @@ def cache_root() -> Path:
 
 def cache_key(recipe: Recipe, tokenizer_dir: Path) -> dict:
     folder = data_path(recipe)
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
-        content = json.loads(manifest.read_text(encoding="utf-8"))["content_hash"]
+    if folder.is_dir():  # a mixture, verified against this manifest before the run began
+        content = read_manifest(folder).content_hash
     else:  # a plain Parquet file given as data.path
         content = hashlib.sha256(folder.read_bytes()).hexdigest()
     return {
