@@ -50,6 +50,8 @@ def prediction_frame(examples: Sequence[Example], rewards: torch.Tensor, *, step
 
 
 def write_predictions(frame: pl.DataFrame, path: Path) -> Path:
-    with atomic_path(path) as tmp:
+    """Into a run folder (ours: it holds run.json), replacing the file of a run killed between it and
+    the adapter."""
+    with atomic_path(path, overwrite=True) as tmp:
         frame.write_parquet(tmp)
     return path

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from transformers import PreTrainedTokenizerBase
 
 from uft_train.checkpoint import latest_checkpoint
-from uft_train.predictions import PREDICTIONS
+from uft_train.predictions import PREDICTIONS, write_predictions
 from uftdata import __version__
 from uftdata.atomic import atomic_path, check_output
 from uftdata.errors import UftDataError
@@ -141,9 +141,8 @@ class RunFolder:
         """The final adapter, eval_predictions.parquet (when there are rewards) and summary.json."""
         if self.rank != 0:
             return
-        if predictions is not None:  # a run killed between this file and the adapter wrote it already
-            with atomic_path(self.path / PREDICTIONS, overwrite=True) as tmp:
-                predictions.write_parquet(tmp)
+        if predictions is not None:
+            write_predictions(predictions, self.path / PREDICTIONS)
         model = run.model.module if hasattr(run.model, "module") else run.model
         with atomic_path(self.path / "adapter") as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
