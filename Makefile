@@ -3,7 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint types bench
+
+# What ruff checks; mypy's files are in pyproject.toml ([tool.mypy]).
+LINTED := uftdata uft_train uft_miniature tests bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +20,14 @@ install: $(VENV)/.installed
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
 
+# Lint, then types, then the tests (tests/test_size.py holds the size budget); the first failure stops.
 test: install
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/mypy
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/python -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check uftdata uft_train tests bench
+	$(VENV)/bin/ruff check $(LINTED)
+
+types: install
+	$(VENV)/bin/mypy

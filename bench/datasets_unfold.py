@@ -7,7 +7,7 @@ prompt (every message before the turn, as {role, content}), completion (the turn
 kind "sft", source (IN's name up to its first dot, as uftdata's default), source_id
 ("<record id>#<turn>"), turn (assistant messages in the prompt). With --ids also `id` and `group`,
 hashed per row in Python with `xxhash.xxh3_128_hexdigest` (of the UTF-8 bytes) over the same canonical text as
-uftdata's (DESIGN.md, "Ids"); without, the rows have no ids or groups.
+uftdata's (docs/design.md, "Ids"); without, the rows have no ids or groups.
 
 Unlike uftdata it checks nothing (roles, empty messages) and counts no dropped rows; the generated
 input needs none of that. `load_dataset` and `map` write Arrow cache files under --cache-dir, which

@@ -25,6 +25,8 @@ import polars as pl
 import pytest
 
 from uftdata import cli
+from uftdata.errors import UftDataError, UftError, error_line
+from uftdata.failures import console_failures
 
 GOOD = json.dumps({"id": "a", "data": ["How do I boil an egg?", "Nine minutes in boiling water."]})
 HH = json.dumps({"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."})
@@ -211,3 +213,51 @@ def test_python_m_reports_one_line(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() == ["uftdata: error: c.jsonl: line 2: field 'data': is missing or null."]
     assert sorted(os.listdir(tmp_path)) == ["c.jsonl", "out"]
     assert os.listdir(tmp_path / "out") == []
+
+
+# --- one base class, one formatter, one console handler for both entry points -----------------------
+
+
+def test_error_line_is_the_one_format() -> None:
+    assert error_line("f.yaml: loss.beta", "must be positive", got=-1.0, expected="a number > 0", fix="Set it.") == \
+        "f.yaml: loss.beta: must be positive (got -1.0); expected a number > 0. Set it."
+    assert error_line("k", "is set", got=None) == "k: is set (got null)."  # null is a value; Ellipsis is none
+    assert error_line("k", "unknown key; did you mean lora.r?") == "k: unknown key; did you mean lora.r?"
+    assert error_line("k", "two\nlines", got="x" * 100).endswith(f"(got '{'x' * 79}...).")
+    assert "\n" not in error_line("k", "two\nlines")
+    assert UftDataError("k", "bad", got=None).line() == "k: bad."  # got=None: nothing to show
+
+
+def test_data_and_trainer_errors_share_the_base() -> None:
+    from uft_train.errors import TrainError
+
+    assert issubclass(UftDataError, UftError) and issubclass(TrainError, UftError)
+    assert not issubclass(TrainError, UftDataError)
+    assert TrainError("train.device: cuda", "no cuda device", fix="Set train.device=cpu.").line() == \
+        "train.device: cuda: no cuda device. Set train.device=cpu."
+
+
+class _TwoProblems(UftDataError):
+    """Like a recipe's error: one line per problem."""
+
+    def line(self) -> str:
+        return "a: first.\nb: second."
+
+
+def _train_error() -> UftError:
+    from uft_train.errors import TrainError
+
+    return TrainError("step 3", "the loss is not finite", got=float("nan"))
+
+
+@pytest.mark.parametrize("prog", ["uftdata", "uft-train"])
+@pytest.mark.parametrize(("make", "lines"), [
+    (_train_error, ["step 3: the loss is not finite (got nan)."]),
+    (lambda: _TwoProblems("x", "y"), ["a: first.", "b: second."]),
+], ids=["trainer", "multi_line"])
+def test_console_prints_each_line_of_any_uft_error(prog: str, make: Callable[[], UftError], lines: list[str],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_, console_failures(prog):
+        raise make()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"{prog}: error: {line}" for line in lines]

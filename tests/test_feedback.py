@@ -53,7 +53,7 @@ def xxh(text: str) -> str:
 
 
 def expected_id(prompt: list[dict], completion: dict) -> str:
-    """DESIGN.md, "Ids", written out independently of uftdata.ids."""
+    """docs/design.md, "Ids", written out independently of uftdata.ids."""
     def canon(messages: list[dict]) -> str:
         return "".join(m["role"] + "\x1f" + m["content"] + "\x1e" for m in messages)
     return xxh(canon(prompt) + "\x1d" + canon([completion]))

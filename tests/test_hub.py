@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -40,7 +41,7 @@ def write_gz_jsonl(path: Path, records: list[dict]) -> None:
 
 
 @pytest.fixture()
-def hub(tmp_path: Path):
+def hub(tmp_path: Path) -> Iterator[StubHub]:
     ultrachat = tmp_path / "ultrachat_200k"
     (ultrachat / "data").mkdir(parents=True)
     (ultrachat / "README.md").write_text(

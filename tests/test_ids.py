@@ -1,4 +1,4 @@
-"""Ids (DESIGN.md, "Ids"): the polars-hash path must equal the `xxhash` library on the canonical text.
+"""Ids (docs/design.md, "Ids"): the polars-hash path must equal the `xxhash` library on the canonical text.
 
 The canonical text is built by hand here, so a change in separators or message order fails loudly.
 """

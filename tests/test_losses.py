@@ -1,23 +1,25 @@
 """Losses against hand computations (each written out in the test's docstring), their edge cases,
-gradients (policy only), numerical stability, dtypes, and the `LOSSES` table."""
+gradients (policy only), numerical stability, dtypes, and the loss table (`uft_train.loss_table`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import inspect
 import math
+import re
 from collections.abc import Callable
-from typing import get_args
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from uft_train.config import LossConfig
+from uft_train.loss_table import LOSSES, get_loss, pair_loss, pairs_as_one_term, row_loss
 from uft_train.losses import (
-    LOSSES,
-    Kind,
     dpo,
-    get_loss,
     implicit_reward,
     kto,
     kto_kl_estimate,
@@ -25,7 +27,7 @@ from uft_train.losses import (
     una_bce,
     una_mse,
 )
-from uftdata.schema import KINDS
+from uft_train.objective import PAIR_INPUTS, ROW_INPUTS
 
 LOG2 = math.log(2)
 # Hand values carry 6 decimals: compare to within their rounding, not float32's epsilon.
@@ -154,7 +156,7 @@ def test_gradients_reach_policy_only() -> None:
 
     for name in ("una_mse", "una_bce"):
         policy, ref, scores = leaves(-3.0, -6.0), leaves(-5.0, -4.0), leaves(1.0, 0.25)
-        LOSSES[name].fn(policy, ref, scores, beta=0.1).sum().backward()
+        LOSSES[name].function()(policy, ref, scores, beta=0.1).sum().backward()
         assert policy.grad is not None and policy.grad.abs().min() > 0, name
         assert ref.grad is None and scores.grad is None, name
 
@@ -239,7 +241,7 @@ def call(name: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> 
         "sft": lambda: [policy, torch.tensor([2, 4], device=device)],
     }
     args = inputs[name]()
-    return args, spec.fn(*args, **hyper)
+    return args, spec.function()(*args, **hyper)
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
@@ -296,7 +298,7 @@ def test_shape_mistakes_are_errors() -> None:
 
 
 def test_table_names_kinds_and_references() -> None:
-    """DESIGN.md "Loss x kind"; only sft trains without a reference."""
+    """docs/design.md "Loss x kind"; only sft trains without a reference."""
     assert {name: set(spec.kinds) for name, spec in LOSSES.items()} == {
         "una_mse": {"sft", "score", "binary", "pairwise"},
         "una_bce": {"sft", "score", "binary", "pairwise"},
@@ -305,18 +307,39 @@ def test_table_names_kinds_and_references() -> None:
         "sft": {"sft"},
     }
     assert [name for name, spec in LOSSES.items() if not spec.needs_reference] == ["sft"]
-    assert set(get_args(Kind)) == set(KINDS)  # the loss module's copy of the schema's kinds
+    assert [name for name, spec in LOSSES.items() if spec.needs_kl] == ["kto"]
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_table_entry_matches_its_function(name: str) -> None:
+    """The dotted name resolves (importlib) to a function whose positional arguments are the entry's
+    `inputs`, all supplied by the objective, and whose keyword-only ones its hyperparameters, each a
+    `loss.*` key whose recipe default is the entry's."""
     spec = LOSSES[name]
-    params = inspect.signature(spec.fn).parameters.values()
-    assert spec.fn.__name__ == name
-    assert spec.hyperparameters == tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
-    assert all(p.default is inspect.Parameter.empty for p in params)  # defaults live in the config, not here
+    module, _, attribute = spec.fn.rpartition(".")
+    fn = getattr(importlib.import_module(module), attribute)
+    assert spec.function() is fn and fn.__name__ == name
+    params = inspect.signature(fn).parameters.values()
+    assert spec.inputs == tuple(p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    assert tuple(spec.hyperparameters) == tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    assert all(p.default is inspect.Parameter.empty for p in params)  # defaults live in the table, not here
+    assert set(spec.inputs) <= (PAIR_INPUTS if spec.term == "pair" else ROW_INPUTS)
+    assert spec.needs_reference == any(i.startswith("ref_") for i in spec.inputs)
+    assert spec.needs_kl == ("kl" in spec.inputs)
+    defaults = {f.name: f.default for f in dataclasses.fields(LossConfig)}
+    assert all(defaults[key] == value for key, value in spec.hyperparameters.items())
     assert spec.denominator == ("tokens" if name == "sft" else "terms")
     assert get_loss(name) is spec
+
+
+def test_which_loss_gives_row_and_pair_terms() -> None:
+    """dpo: one term per pair; una_* with loss.pairwise: dpo too, else two row terms; the rest rows."""
+    assert pair_loss("dpo", "rows") is LOSSES["dpo"] and row_loss("dpo") is None
+    for name in ("una_mse", "una_bce"):
+        assert pair_loss(name, "dpo") is LOSSES["dpo"] and pair_loss(name, "rows") is None
+        assert row_loss(name) is LOSSES[name]
+    assert [n for n in LOSSES if pairs_as_one_term(n, "rows")] == ["dpo"]
+    assert [n for n in LOSSES if pairs_as_one_term(n, "dpo")] == ["una_mse", "una_bce", "dpo"]
 
 
 def test_table_is_read_only() -> None:
@@ -331,3 +354,23 @@ def test_get_loss_error_lists_the_table(bad: object) -> None:
     message = str(caught.value)
     assert repr(bad) in message
     assert f"expected one of {', '.join(LOSSES)}." in message
+
+
+def test_design_loss_table_is_the_code() -> None:
+    """docs/design.md's "Loss x kind" table states the entries' kinds, reference, denominator and
+    hyperparameters with their defaults: the same facts as `LOSSES`, so it cannot drift."""
+    design = (Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text(encoding="utf-8")
+    section = design.split("### Loss x kind", 1)[1].split("\n### ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells
+    assert list(rows) == list(LOSSES)
+    for name, (_, kinds, reference, _, denominator, hyper) in rows.items():
+        spec = LOSSES[name]
+        assert set(kinds.split(", ")) == set(spec.kinds), name
+        assert reference == ("yes" if spec.needs_reference else "no"), name
+        assert denominator == {"terms": "terms", "tokens": "completion tokens"}[spec.denominator], name
+        stated = dict(re.findall(r"(\w+) \(([\d.]+)\)", hyper))
+        assert {k: float(v) for k, v in stated.items()} == dict(spec.hyperparameters), name

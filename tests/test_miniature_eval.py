@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from uft_miniature.evaluate import (
     EvalSet,
@@ -32,7 +34,7 @@ EVAL_SET = EvalSet(QUESTIONS, TEXTS, PROBES)
 
 
 @pytest.fixture(scope="module")
-def tokenizer():  # noqa: ANN201
+def tokenizer() -> PreTrainedTokenizerBase:
     return build_tokenizer([*TEXTS, *(q.prompt for q in QUESTIONS)] * 3, vocab_size=300)
 
 
@@ -49,7 +51,7 @@ class TableModel:
         return [torch.full((len(s) - 1, self.vocab_size), -math.log(self.vocab_size)) for s in sequences]
 
 
-def test_oracle_is_perfect_and_uniform_perplexity_is_the_vocabulary(tokenizer) -> None:  # noqa: ANN001
+def test_oracle_is_perfect_and_uniform_perplexity_is_the_vocabulary(tokenizer: PreTrainedTokenizerBase) -> None:
     """accuracy 1, reward of the good form (1.0), recall 1; a uniform model's perplexity is exp(log V) = V."""
     answers = dict(zip(chat_prompts(tokenizer, QUESTIONS), (q.good_response for q in QUESTIONS)))
     answers.update({END_OF_TURN + "Bramo lives in": " Tesk. Bramo is", END_OF_TURN + "17 plus 25 is": " 42."})
@@ -61,7 +63,7 @@ def test_oracle_is_perfect_and_uniform_perplexity_is_the_vocabulary(tokenizer) -
     assert "kl" not in metrics
 
 
-def test_wrong_model_scores_zero_accuracy(tokenizer) -> None:  # noqa: ANN001
+def test_wrong_model_scores_zero_accuracy(tokenizer: PreTrainedTokenizerBase) -> None:
     """Every answer in the good form with a wrong value: accuracy 0, reward (0.65*1 + 0.45*4)/7.6 each."""
     wrong = ["Bramo lives in Vorlan.", "17 plus 25 is 43.", "Mela is 60 years old."]
     model = TableModel(dict(zip(chat_prompts(tokenizer, QUESTIONS), wrong)), len(tokenizer))
@@ -91,14 +93,14 @@ def test_kl_hand_computed() -> None:
     assert kl_to_base(Fixed([0.5, 0.5]), Fixed([0.5, 0.5]), [[0, 1, 1, 0]], [2]) == 0.0
 
 
-def test_hf_model_against_itself_has_zero_kl(tokenizer) -> None:  # noqa: ANN001
+def test_hf_model_against_itself_has_zero_kl(tokenizer: PreTrainedTokenizerBase) -> None:
     model = build_tiny_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     metrics = evaluate(model, tokenizer, model, EVAL_SET, batch_size=2, max_new_tokens=5)
     assert metrics["kl"] == 0.0
     assert 1.0 < metrics["perplexity"] < 2 * len(tokenizer)  # an untrained model: about uniform
 
 
-def test_batched_generation_matches_one_at_a_time(tokenizer) -> None:  # noqa: ANN001
+def test_batched_generation_matches_one_at_a_time(tokenizer: PreTrainedTokenizerBase) -> None:
     """Left padding must not change a greedy continuation; right padding must not change log-probs."""
     model = build_tiny_model(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=3)
     prompts = chat_prompts(tokenizer, QUESTIONS) + [END_OF_TURN + "Bramo"]
@@ -110,7 +112,7 @@ def test_batched_generation_matches_one_at_a_time(tokenizer) -> None:  # noqa: A
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
-def test_generation_stops_at_end_of_turn(tokenizer) -> None:  # noqa: ANN001
+def test_generation_stops_at_end_of_turn(tokenizer: PreTrainedTokenizerBase) -> None:
     """A head that always emits one token: `<|end|>` stops at once; a word repeats max_new_tokens times."""
     model = build_tiny_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     model.lm_head = torch.nn.Linear(32, len(tokenizer), bias=True)
@@ -124,7 +126,7 @@ def test_generation_stops_at_end_of_turn(tokenizer) -> None:  # noqa: ANN001
         assert lm.generate(["<|user|>Hi<|end|><|assistant|>"], 3) == [expected]
 
 
-def test_load_eval_set(tmp_path) -> None:  # noqa: ANN001
+def test_load_eval_set(tmp_path: Path) -> None:
     world = build_world(WorldConfig(entities=40, max_operand=6))
     write_world(world, tmp_path, conversations=5, eval_size=12, probes=7)
     loaded = load_eval_set(tmp_path)

@@ -1,4 +1,4 @@
-"""The row schema (DESIGN.md, "Row schema"): `row_problems` flags every value rule, `schema_problems`
+"""The row schema (docs/design.md, "Row schema"): `row_problems` flags every value rule, `schema_problems`
 every column-level difference."""
 
 from __future__ import annotations

@@ -286,7 +286,7 @@ def test_adapter_for_checks_its_options() -> None:
 
 
 def canonical_id(prompt: list[dict], completion: list[dict]) -> str:
-    """DESIGN.md, "Ids", recomputed with the `xxhash` library."""
+    """docs/design.md, "Ids", recomputed with the `xxhash` library."""
     text = "".join(m["role"] + "\x1f" + m["content"] + "\x1e" for m in prompt) + "\x1d" + "".join(
         m["role"] + "\x1f" + m["content"] + "\x1e" for m in completion)
     return xxhash.xxh3_128_hexdigest(text.encode("utf-8"))
@@ -348,7 +348,7 @@ def test_real_helpsteer_samples(samples_dir: Path, tmp_path: Path, name: str, n:
     rows, summary, _ = run_cli(str(samples_dir / name), "-o", str(tmp_path / "out.parquet"))
     assert len(raw) == len(rows) == summary["records_used"] == summary["records_in"] == n
     for line, (record, row) in enumerate(zip(raw, rows, strict=True), start=1):
-        # DESIGN.md: (0.65 h + 0.8 c + 0.45 coh) / 7.6, compared after the float32 cast
+        # docs/design.md: (0.65 h + 0.8 c + 0.45 coh) / 7.6, compared after the float32 cast
         expected = (0.65 * record["helpfulness"] + 0.8 * record["correctness"] + 0.45 * record["coherence"]) / 7.6
         assert row["score"] == pytest.approx(expected, abs=1e-7), line
         assert row["source_id"] == f"{name}:{line}"

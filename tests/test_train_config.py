@@ -1,7 +1,7 @@
 """The recipe loader (`uft_train.config`) and `uft-train --dry-run` / `--check-data`.
 
-No torch here (one test compares the loss table with the trainer's and skips without torch): the
-loader must stay importable and fast where only recipes are checked. Error lines are compared by
+No torch here: the loader, and the loss table it reads, must stay importable and fast where only
+recipes are checked. Error lines are compared by
 their stable parts: `<file>: <dotted key>: <what> (got <value>); expected <allowed>. <fix>`.
 """
 
@@ -14,19 +14,17 @@ import typing
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
+import corpus
 import jinja2
 import pytest
 import yaml
 
 from uft_train import cli
 from uft_train.config import (
-    IMPLICIT_REWARD_LOSSES,
-    LOSS_KINDS,
     LossName,
     Recipe,
     RecipeError,
     data_path,
-    field_docs,
     load_recipe,
     recipe_from_mapping,
     recipe_help,
@@ -34,8 +32,10 @@ from uft_train.config import (
     recipe_to_yaml,
     with_overrides,
 )
+from uft_train.loss_table import LOSSES
 from uftdata.errors import UftDataError
 from uftdata.mixspec import load_recipe_mixture
+from uftdata.strict import field_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -71,7 +71,7 @@ def test_every_recipe_loads_and_round_trips(path: Path) -> None:
 
 
 def test_recipes_hold_the_paper_defaults() -> None:
-    """DESIGN.md, "Defaults from the papers and the authors' code"."""
+    """docs/design.md, "Defaults from the papers and the authors' code"."""
     main = load_recipe(ROOT / "recipes/mix_20k_20k.yaml")
     assert (main.model.name, main.model.dtype) == ("mistralai/Mistral-7B-v0.1", "bfloat16")
     assert (main.lora.r, main.lora.alpha, main.lora.targets) == (
@@ -284,11 +284,12 @@ def test_every_field_has_a_doc_and_appears_in_help() -> None:
     assert "  loss.name: una_mse | una_bce | dpo | kto | sft = una_mse" in text
 
 
-def test_loss_table_matches_the_trainer() -> None:
-    losses = pytest.importorskip("uft_train.losses")
-    assert set(losses.LOSSES) == set(LOSS_KINDS) == set(typing.get_args(LossName))
-    for name, spec in losses.LOSSES.items():
-        assert spec.kinds == LOSS_KINDS[name] and spec.needs_reference == (name in IMPLICIT_REWARD_LOSSES), name
+def test_the_recipe_reads_the_loss_table() -> None:
+    """loss.name's values and the loss.* defaults are the loss table's (uft_train.loss_table, torch-free)."""
+    assert typing.get_args(LossName) == tuple(LOSSES)
+    defaults = Recipe().loss
+    for name, spec in LOSSES.items():
+        assert all(getattr(defaults, key) == value for key, value in spec.hyperparameters.items()), name
 
 
 # --- the CLI ------------------------------------------------------------------------------------------
@@ -364,6 +365,42 @@ def test_errors_are_one_line_each_and_exit_2(tmp_path: Path, capsys: pytest.Capt
     ]
 
 
+# One reader of the mixture section: `uftdata mix RECIPE` and `uft-train RECIPE` print the same lines.
+SAME_PROBLEMS = [
+    ({"seeds": 1, "sources": [{"path": "a.parquet", "take": "2x", "tst": 1}]}, []),
+    ({"out": 5, "seed": "x", "on_short": "repat", "sources": [{"path": "a.parquet", "test": {"fraction": 2}}]}, []),
+    ({"out": "m", "total": 100, "sources": [{"path": "a.parquet", "take": 0.6}, {"path": "b.parquet", "take": 0.6}]}, []),
+    ({"out": "m", "total": "10%", "sources": [{"path": "a.parquet"}, {"path": "a.parquet", "take": "1k"}]}, []),
+    ({"out": "m", "sources": "a.parquet"}, []),
+    (3, []),
+    (MIXTURE, ["mixture.sources.0.take=0", "mixture.sources.0.test.fraction=1.5", "mixture..x=1", "mixture.seed=[1,"]),
+]
+
+
+@pytest.mark.parametrize(("mixture", "overrides"), SAME_PROBLEMS)
+def test_mix_and_train_report_the_same_mixture_problems(tmp_path: Path, mixture: object, overrides: list[str]) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"mixture": mixture, "loss": {"beta": 0.1}}), encoding="utf-8")
+    code, out, err = corpus.uftdata(["mix", "r.yaml", *overrides], tmp_path)
+    train_code, train_out, train_err = corpus.uft_train(["r.yaml", *overrides, "--dry-run"], tmp_path)
+    assert (code, out, train_code, train_out) == (2, "", 2, "")
+    lines = [line.removeprefix("uftdata: error: ") for line in err.splitlines()]
+    assert lines == [line.removeprefix("uft-train: error: ") for line in train_err.splitlines()]
+    assert lines and all(line.startswith("r.yaml: mixture") or line.startswith("r.yaml: override") for line in lines)
+
+
+def test_mix_takes_the_mixture_overrides_of_uft_train(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"mixture": MIXTURE}), encoding="utf-8")
+    overrides = ["mixture.sources.0.take=16k", "mixture.seed=3", "mixture.total=null"]
+    spec = load_recipe_mixture(path, overrides)
+    assert spec == load_recipe(path, overrides).mixture and (spec.seed, spec.sources[0].take.count) == (3, 16_000)
+    with pytest.raises(RecipeError) as info:
+        load_recipe_mixture(path, ["loss.beta=0.1"])  # its schema is the trainer's: refused, not ignored
+    assert info.value.problems == (f"{path}: override 'loss.beta=0.1': is not a mixture key: only the mixture: "
+                                   "section is read here; expected mixture.KEY=VALUE.",)
+
+
 def test_training_and_check_data_name_the_mix_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Without a built mixture, training stops before importing the trainer; so does --check-data."""
@@ -372,7 +409,7 @@ def test_training_and_check_data_name_the_mix_command(tmp_path: Path, monkeypatc
     for argv in ([str(recipe)], ["--check-data", str(recipe)], [str(recipe), "mixture.seed=3"]):
         code, _, err = run_main(argv, capsys)
         assert code == 2 and len(err.splitlines()) == 1 and f"Build it with: uftdata mix {recipe}" in err
-    assert "after writing your mixture.* overrides into it" in err
+    assert err.rstrip().endswith(f"Build it with: uftdata mix {recipe} mixture.seed=3")  # the overrides passed on
 
 
 def test_missing_stage_one_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

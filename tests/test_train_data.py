@@ -9,15 +9,18 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from uft_train.batching import (
-    Batch,
+    GlobalBatch,
+    MicroBatch,
     Unit,
     batch_size_problems,
     collate,
     global_batches,
     make_units,
     padding_share,
+    single_rows,
     split_batch,
 )
 from uft_train.data import Example, check_kinds, read_split, render, tokenize_split
@@ -34,13 +37,13 @@ from uftdata.writer import open_rows
 # trailing "Ġ" alone, while the whole has "ĠSure" - a string prefix that is not a token prefix.
 SPACE_TEMPLATE = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
                   "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
-# Mistral-v0.1 style (DESIGN.md): the completion ends in eos_token, which the tests also use as pad.
+# Mistral-v0.1 style (docs/design.md): the completion ends in eos_token, which the tests also use as pad.
 INST_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
                  "{% else %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}")
 
 
 @pytest.fixture(scope="module")
-def tokenizer():  # noqa: ANN201
+def tokenizer() -> PreTrainedTokenizerBase:
     return build_tokenizer()
 
 
@@ -56,7 +59,7 @@ def rows_frame(*specs: tuple) -> pl.DataFrame:
     return build_rows(rows, source="test")
 
 
-def tokenize(frame: pl.DataFrame, tokenizer, **options) -> tuple[list[Example], Counter]:  # noqa: ANN001
+def tokenize(frame: pl.DataFrame, tokenizer: PreTrainedTokenizerBase, **options: object) -> tuple[list[Example], Counter]:
     settings = {"template": None, "max_length": 512, "max_prompt_length": 256, "truncation": "drop", **options}
     return tokenize_split(frame, tokenizer, **settings)
 
@@ -64,7 +67,7 @@ def tokenize(frame: pl.DataFrame, tokenizer, **options) -> tuple[list[Example], 
 LONG = "Tell me everything about the history of bread, " * 8
 
 
-def test_examples_are_prefix_tokenized_with_length_masks(tokenizer) -> None:  # noqa: ANN001
+def test_examples_are_prefix_tokenized_with_length_masks(tokenizer: PreTrainedTokenizerBase) -> None:
     frame = rows_frame(("What is two plus two?", "Four.", "sft", None, None),
                        ("Name a fruit.", "Apple.", "binary", True, None))
     examples, counts = tokenize(frame, tokenizer)
@@ -77,30 +80,30 @@ def test_examples_are_prefix_tokenized_with_length_masks(tokenizer) -> None:  # 
 
     batch = collate(examples, tokenizer.pad_token_id)
     for b, example in enumerate(examples):
-        expected = [example.prompt_len <= t < len(example.input_ids) for t in range(batch["input_ids"].shape[1])]
-        assert batch["loss_mask"][b].tolist() == expected
-        assert int(batch["n_completion_tokens"][b]) == example.completion_len
+        expected = [example.prompt_len <= t < len(example.input_ids) for t in range(batch.input_ids.shape[1])]
+        assert batch.loss_mask[b].tolist() == expected
+        assert int(batch.loss_mask[b].sum()) == example.completion_len
 
 
-def test_masks_do_not_depend_on_pad_being_eos(tokenizer) -> None:  # noqa: ANN001
+def test_masks_do_not_depend_on_pad_being_eos(tokenizer: PreTrainedTokenizerBase) -> None:
     frame = rows_frame(("Hi", "Hello there, how can I help?", "sft", None, None), ("Say yes.", "Yes.", "sft", None, None))
     examples, _ = tokenize(frame, tokenizer, template=INST_TEMPLATE)
     eos = tokenizer.eos_token_id
     assert all(e.input_ids[-1] == eos for e in examples)  # the completion's own eos is trained on
     with_pad, with_eos = collate(examples, tokenizer.pad_token_id), collate(examples, eos)
-    for key in ("attention_mask", "loss_mask", "n_completion_tokens"):
-        assert torch.equal(with_pad[key], with_eos[key]), key
-    short = int(with_eos["attention_mask"].sum(1).argmin())
-    last = int(with_eos["attention_mask"][short].sum()) - 1
-    assert bool(with_eos["loss_mask"][short, last]) and not bool(with_eos["loss_mask"][short, last + 1:].any())
+    for key in ("attention_mask", "loss_mask"):
+        assert torch.equal(getattr(with_pad, key), getattr(with_eos, key)), key
+    short = int(with_eos.attention_mask.sum(1).argmin())
+    last = int(with_eos.attention_mask[short].sum()) - 1
+    assert bool(with_eos.loss_mask[short, last]) and not bool(with_eos.loss_mask[short, last + 1:].any())
 
 
-def test_prompt_that_is_not_a_token_prefix_is_dropped(tokenizer) -> None:  # noqa: ANN001
+def test_prompt_that_is_not_a_token_prefix_is_dropped(tokenizer: PreTrainedTokenizerBase) -> None:
     examples, counts = tokenize(rows_frame(("Hi", "Sure thing.", "sft", None, None)), tokenizer, template=SPACE_TEMPLATE)
     assert examples == [] and counts == Counter(template_prefix_mismatch=1)
 
 
-def test_too_long_rows_are_dropped_with_their_partner(tokenizer) -> None:  # noqa: ANN001
+def test_too_long_rows_are_dropped_with_their_partner(tokenizer: PreTrainedTokenizerBase) -> None:
     frame = rows_frame(("Short?", "Yes.", "sft", None, None),
                        ("Which?", "A long answer. " * 30, "pairwise", True, 0),
                        ("Which?", "No.", "pairwise", False, 0),
@@ -112,7 +115,7 @@ def test_too_long_rows_are_dropped_with_their_partner(tokenizer) -> None:  # noq
     assert counts == Counter(too_long=2, partner_dropped=1)
 
 
-def test_truncate_prompt_left_keeps_the_completion_whole(tokenizer) -> None:  # noqa: ANN001
+def test_truncate_prompt_left_keeps_the_completion_whole(tokenizer: PreTrainedTokenizerBase) -> None:
     frame = rows_frame((LONG, "Bread is old.", "sft", None, None),
                        ("Hi", "A long answer. " * 30, "sft", None, None),
                        ("Hi", "Short.", "sft", None, None))
@@ -125,7 +128,7 @@ def test_truncate_prompt_left_keeps_the_completion_whole(tokenizer) -> None:  # 
     assert cut.input_ids == full[0].input_ids[full[0].prompt_len - 40:]
 
 
-def test_a_pair_missing_its_partner_is_dropped(tokenizer) -> None:  # noqa: ANN001
+def test_a_pair_missing_its_partner_is_dropped(tokenizer: PreTrainedTokenizerBase) -> None:
     frame = rows_frame(("Which?", "This.", "pairwise", True, 0), ("Which?", "That.", "pairwise", False, 0))
     examples, counts = tokenize(frame.head(1), tokenizer)
     assert examples == [] and counts == Counter(pair_incomplete=1)
@@ -182,7 +185,7 @@ def mixed(n_single: int = 40, n_pairs: int = 20, seed: int = 0) -> list[Example]
 def test_units_keep_pairs_together_chosen_first() -> None:
     examples = mixed(3, 2)
     units = make_units(examples, pairs_as_one_term=True)
-    assert units == [(1, 0), (2,), (4, 3), (5,), (6,)]
+    assert [u.rows for u in units] == [(1, 0), (2,), (4, 3), (5,), (6,)]
     assert [u.terms for u in units] == [1, 1, 1, 1, 1]
     assert [u.terms for u in make_units(examples, pairs_as_one_term=False)] == [2, 1, 2, 1, 1]
 
@@ -196,13 +199,13 @@ def test_global_batches_are_seeded_and_cover_every_unit_once(pairs_as_one_term: 
     assert first != global_batches(examples, units, batch_size=6, seed=3, epoch=1)
     assert first != global_batches(examples, units, batch_size=6, seed=4, epoch=0)
     assert all(batch.terms == 6 for batch in first)
-    rows = [i for batch in first for i in batch]
+    rows = [i for batch in first for i in batch.rows]
     assert len(rows) == len(set(rows))
     # 60 (pairs one term) or 80 terms: the last incomplete batch (0 or 2 terms) is dropped and counted.
     assert len(examples) - len(rows) == (0 if pairs_as_one_term else 2)
     for grouping in (True, False):
         only = global_batches(examples, units, batch_size=1000, seed=0, epoch=0, length_grouping=grouping)
-        assert len(only) == 1 and sorted(only[0]) == list(range(len(examples)))  # the only batch is kept
+        assert len(only) == 1 and sorted(only[0].rows) == list(range(len(examples)))  # the only batch is kept
 
 
 @pytest.mark.parametrize("pairs_as_one_term", [True, False])
@@ -212,21 +215,25 @@ def test_split_batch_shares_reconstruct_the_batch(pairs_as_one_term: bool) -> No
     for batch in global_batches(examples, units, batch_size=8, seed=0, epoch=0):
         for world in (1, 2):
             shares = [split_batch(batch, micro_batch_size=2, world_size=world, rank=r) for r in range(world)]
-            assert [i for share in shares for micro in share for i in micro] == list(batch)
+            assert [i for share in shares for micro in share for i in micro.rows] == list(batch.rows)
             assert len({len(share) for share in shares}) == 1  # same number of backward passes per rank
             for micro in (m for share in shares for m in share):
-                assert micro and all(set(u) <= set(micro) or not set(u) & set(micro) for u in batch.units)
-                pair_index = collate([examples[i] for i in micro], 0)["pair_index"]
-                assert all((p >= 0) == (examples[i].pair_id is not None) for i, p in zip(micro, pair_index.tolist()))
+                rows = set(micro.rows)
+                assert rows and all(set(u.rows) <= rows or not set(u.rows) & rows for u in batch.units)
+                paired = [micro.rows[i] for pair in micro.pairs for i in pair]
+                assert sorted(paired) == sorted(i for i in micro.rows if examples[i].pair_id is not None)
+                assert all(examples[micro.rows[c]].label and not examples[micro.rows[r]].label for c, r in micro.pairs)
                 if pairs_as_one_term:  # every unit is one term: exact micro-batches
-                    assert sum(u.terms for u in batch.units if set(u) <= set(micro)) == 2
+                    assert sum(u.terms for u in batch.units if set(u.rows) <= rows) == 2
 
 
 def test_split_batch_of_plain_indices() -> None:
-    assert split_batch(list(range(8)), micro_batch_size=2, world_size=2, rank=1) == [[4, 5], [6, 7]]
-    assert split_batch(Batch([Unit((0, 1), 2), Unit((2,), 1)]), micro_batch_size=1, world_size=1, rank=0) == [[0, 1], [2]]
+    assert split_batch(single_rows(range(8)), micro_batch_size=2, world_size=2, rank=1) == [
+        MicroBatch((4, 5), ()), MicroBatch((6, 7), ())]
+    assert split_batch(GlobalBatch((Unit((0, 1), 2), Unit((2,), 1))), micro_batch_size=1, world_size=1, rank=0) == [
+        MicroBatch((0, 1), ((0, 1),)), MicroBatch((2,), ())]
     with pytest.raises(ValueError, match="cannot be shared by 4 ranks"):
-        split_batch([0, 1], micro_batch_size=1, world_size=4, rank=0)
+        split_batch(single_rows([0, 1]), micro_batch_size=1, world_size=4, rank=0)
 
 
 def test_batch_size_problems() -> None:
@@ -240,16 +247,15 @@ def test_collate_shapes_and_fields() -> None:
     examples = [example(7, 5, pair_id="p", label=True, kind="pairwise"), example(8, 3, pair_id="p", label=False, kind="pairwise"),
                 example(9, 4, kind="binary", label=False), example(10, 2)]
     batch = collate(examples, pad_id=0)
-    assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["loss_mask"].shape == (4, 5)
-    assert batch["input_ids"][1].tolist() == [3, 4, 5, 0, 0]
-    assert batch["attention_mask"].sum(1).tolist() == [5, 3, 4, 2]
-    assert batch["loss_mask"].sum(1).tolist() == batch["n_completion_tokens"].tolist() == [3, 1, 2, 0]
-    assert batch["labels"].tolist() == [1.0, 0.0, 0.0, -1.0] and batch["scores"].tolist() == [1.0, 0.0, 0.0, 1.0]
-    assert [KINDS[k] for k in batch["kinds"].tolist()] == ["pairwise", "pairwise", "binary", "sft"]
-    assert batch["is_pair_chosen"].tolist() == [True, False, False, False]
-    assert batch["pair_index"].tolist() == [0, 0, -1, -1] and batch["rows"].tolist() == [7, 8, 9, 10]
-    alone = collate(examples[:1] + examples[2:], pad_id=0)  # e.g. KTO's KL rows: a half is not a pair
-    assert alone["pair_index"].tolist() == [-1, -1, -1] and not alone["is_pair_chosen"].any()
+    assert batch.input_ids.shape == batch.attention_mask.shape == batch.loss_mask.shape == (4, 5)
+    assert batch.input_ids[1].tolist() == [3, 4, 5, 0, 0]
+    assert batch.attention_mask.sum(1).tolist() == [5, 3, 4, 2]
+    assert batch.loss_mask.sum(1).tolist() == [e.completion_len for e in examples] == [3, 1, 2, 0]
+    assert batch.loss_mask[0].tolist() == [False, False, True, True, True]
+    # Pairs are located once, by the units a micro-batch is made of; a row alone is never a pair.
+    units = make_units(examples, pairs_as_one_term=False)
+    assert split_batch(GlobalBatch(tuple(units)), micro_batch_size=8, world_size=1, rank=0) == [
+        MicroBatch((0, 1, 2, 3), ((0, 1),))]
 
 
 def test_length_grouping_reduces_padding() -> None:
@@ -258,7 +264,7 @@ def test_length_grouping_reduces_padding() -> None:
 
     def share(grouping: bool) -> float:
         batches = global_batches(examples, units, batch_size=8, seed=0, epoch=0, length_grouping=grouping)
-        return padding_share(collate([examples[i] for i in micro], 0)
+        return padding_share(collate([examples[i] for i in micro.rows], 0)
                              for batch in batches for micro in split_batch(batch, micro_batch_size=4, world_size=1, rank=0))
 
     # What is left is mostly inside pairs, whose two rows have unrelated lengths here.

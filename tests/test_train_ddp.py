@@ -1,4 +1,4 @@
-"""DDP does not change the math (DESIGN.md, "Reduction"): `torchrun --nproc_per_node 2` on CPU (gloo)
+"""DDP does not change the math (docs/design.md, "Reduction"): `torchrun --nproc_per_node 2` on CPU (gloo)
 trains the same steps as one process with the same global batch."""
 
 from __future__ import annotations

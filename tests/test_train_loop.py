@@ -23,13 +23,15 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import uft_train.train as train_module
-from uft_train import cli, losses
-from uft_train.batching import collate
+from uft_train import cli
+from uft_train.batching import GlobalBatch, collate
 from uft_train.config import Recipe, load_recipe, recipe_from_mapping, recipe_to_yaml, with_overrides
+from uft_train.errors import TrainError
+from uft_train.loss_table import get_loss
 from uft_train.model import add_adapter, load_tokenizer_and_model, reference, sequence_logps
-from uft_train.train import Run, train
+from uft_train.step import Run
+from uft_train.train import train
 from uftdata.cli import app
-from uftdata.errors import UftDataError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -48,7 +50,7 @@ EXPORT_FILES = {"chat_template.jinja", "config.json", "generation_config.json", 
                 "tokenizer.json", "tokenizer_config.json", "uft_export.json"}
 STEP_KEYS = {"step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "padding_share"}
 
-# Each loss on the kinds it trains (DESIGN.md, "Loss x kind"); una_* take the whole mixture.
+# Each loss on the kinds it trains (docs/design.md, "Loss x kind"); una_* take the whole mixture.
 LOSS_KINDS = {"una_mse": [], "una_bce": [], "dpo": ["data.kinds=[pairwise]"],
               "kto": ["data.kinds=[sft,binary,pairwise]"], "sft": ["data.kinds=[sft]"]}
 
@@ -122,7 +124,7 @@ def fresh_adapter(recipe: Recipe, tokenizer_dir: Path) -> torch.nn.Module:
     """The policy exactly as `train()` builds it before the first step."""
     torch.manual_seed(recipe.train.seed)
     _, base = load_tokenizer_and_model(recipe, tokenizer_dir)
-    return add_adapter(base, recipe, implicit_reward=losses.get_loss(recipe.loss.name).needs_reference)
+    return add_adapter(base, recipe, implicit_reward=get_loss(recipe.loss.name).needs_reference)
 
 
 # --- one run per loss -------------------------------------------------------------------------------
@@ -138,7 +140,7 @@ def test_a_run_moves_lora_keeps_the_base_and_writes_its_files(loss: str, mixture
 
     metrics = read_metrics(run_dir)
     assert [m["step"] for m in metrics] == [1, 2, 3]
-    kinds = set(losses.get_loss(loss).kinds)
+    kinds = set(get_loss(loss).kinds)
     for m in metrics:
         assert STEP_KEYS <= set(m) and all(math.isfinite(m[k]) for k in STEP_KEYS)
         by_kind = {k.partition("/")[2] for k in m if k.startswith("loss/")}
@@ -181,13 +183,13 @@ def test_policy_equals_reference_at_step_0(mixture: Path, tmp_path: Path, runs: 
     rewards = {k: v for k, v in first.items() if k.startswith("reward/")}
     assert rewards and set(rewards.values()) == {0.0}
     run = runs[0]
-    scores = [run.train[i].score for i in run.batches(0)[0]]
+    scores = [run.train[i].score for i in run.batches(0)[0].rows]
     assert first["loss"] == pytest.approx(sum((0.5 - s) ** 2 for s in scores) / len(scores), abs=1e-7)
 
     # Directly: a fresh policy and its reference give the same log-probs on real rows.
     model = fresh_adapter(run.recipe, run_dir / "tokenizer").eval()
     batch = collate(run.train[:8], run.pad_id)
-    args = (batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    args = (batch.input_ids, batch.attention_mask, batch.loss_mask)
     with torch.no_grad():
         policy = sequence_logps(model, *args)
         with reference(model):
@@ -217,7 +219,7 @@ def stop_before(monkeypatch: pytest.MonkeyPatch, index: int) -> None:
     """Make the loop die as it starts the step of 0-based `index` (a kill, not a clean stop)."""
     step = train_module.train_step
 
-    def dying(run: Run, batch: list[int], i: int) -> dict:
+    def dying(run: Run, batch: GlobalBatch, i: int) -> dict:
         if i == index:
             raise Stop
         return step(run, batch, i)
@@ -258,7 +260,7 @@ def test_resume_continues_the_same_trajectory(loss: str, mixture: Path, tmp_path
 def test_a_finished_run_is_kept_unless_overwrite(mixture: Path, tmp_path: Path) -> None:
     recipe = tiny_recipe(mixture, tmp_path / "run", "train.save_every=2")
     run_dir = train(recipe)
-    with pytest.raises(UftDataError, match="holds a finished run"):
+    with pytest.raises(TrainError, match="holds a finished run"):
         train(recipe)
     train(with_overrides(recipe, ["output.overwrite=true", "train.save_every=null"]))
     assert files(run_dir) == RUN_FILES  # a fresh run: no old checkpoint resumed, no metrics appended
@@ -310,7 +312,7 @@ def test_a_nan_loss_stops_with_the_step_and_a_checkpoint(mixture: Path, tmp_path
     terms = train_module.micro_batch_terms
     current = {"step": -1}
 
-    def tracking(run: Run, batch: list[int], i: int) -> dict:
+    def tracking(run: Run, batch: GlobalBatch, i: int) -> dict:
         current["step"] = i
         return step(run, batch, i)
 
@@ -321,7 +323,7 @@ def test_a_nan_loss_stops_with_the_step_and_a_checkpoint(mixture: Path, tmp_path
     with monkeypatch.context() as patch:
         patch.setattr(train_module, "train_step", tracking)
         patch.setattr(train_module, "micro_batch_terms", poisoned)
-        with pytest.raises(UftDataError, match="step 2: the loss is not finite") as info:
+        with pytest.raises(TrainError, match="step 2: the loss is not finite") as info:
             train(recipe)
     run_dir = Path(recipe.output.dir)
     assert str(run_dir / "checkpoints") in info.value.line()
@@ -352,10 +354,10 @@ def test_export_merges_the_adapter_into_a_plain_model(mixture: Path, tmp_path: P
     trained = run.model.eval()
     batch = collate(run.train[:8], run.pad_id)
     with torch.no_grad():
-        logits = exported(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        expected = trained(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = exported(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        expected = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         with reference(trained):
-            base = trained(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            base = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
     assert (logits - base).abs().max() > 1e-4  # the adapter is in there
 
@@ -438,5 +440,5 @@ def test_tensorboard_gets_the_step_metrics(mixture: Path, tmp_path: Path) -> Non
 def test_tensorboard_without_the_package_is_a_clear_error(mixture: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
-    with pytest.raises(UftDataError, match="output.tensorboard: needs the tensorboard package"):
+    with pytest.raises(TrainError, match="output.tensorboard: needs the tensorboard package"):
         train(tiny_recipe(mixture, tmp_path / "run", "output.tensorboard=true"))

@@ -19,7 +19,8 @@ from uft_train.data import read_split
 from uft_train.plots import calibration_figure, curves_figure, eval_points
 from uft_train.predictions import PREDICTIONS, SCHEMA
 from uft_train.report import read_steps
-from uft_train.train import Run, train
+from uft_train.step import Run
+from uft_train.train import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

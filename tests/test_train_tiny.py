@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from uft_train.data import render
 from uft_train.tiny import build_tiny_model
@@ -19,7 +20,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
-def tokenizer():  # noqa: ANN201
+def tokenizer() -> PreTrainedTokenizerBase:
     return build_tokenizer()
 
 
@@ -47,7 +48,7 @@ def test_tokenizer_is_deterministic() -> None:
     assert other.backend_tokenizer.to_str() != build_tokenizer().backend_tokenizer.to_str()
 
 
-def test_special_tokens_and_round_trip(tokenizer) -> None:  # noqa: ANN001
+def test_special_tokens_and_round_trip(tokenizer: PreTrainedTokenizerBase) -> None:
     assert len(tokenizer) == 512
     assert tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)) == list(range(len(SPECIAL_TOKENS)))
     assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
@@ -58,7 +59,7 @@ def test_special_tokens_and_round_trip(tokenizer) -> None:  # noqa: ANN001
     assert max(ids) < len(tokenizer)
 
 
-def test_saved_tokenizer_loads_identical(tmp_path: Path, tokenizer) -> None:  # noqa: ANN001
+def test_saved_tokenizer_loads_identical(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     built = load_or_build_tokenizer(tmp_path / "tok")
     loaded = load_or_build_tokenizer(tmp_path / "tok")
     assert loaded.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str() == built.backend_tokenizer.to_str()
@@ -66,7 +67,7 @@ def test_saved_tokenizer_loads_identical(tmp_path: Path, tokenizer) -> None:  # 
     assert (loaded.pad_token_id, loaded.eos_token_id) == (tokenizer.pad_token_id, tokenizer.eos_token_id)
 
 
-def test_chat_template_prompt_is_a_token_prefix(tokenizer, demo_rows: pl.DataFrame) -> None:  # noqa: ANN001
+def test_chat_template_prompt_is_a_token_prefix(tokenizer: PreTrainedTokenizerBase, demo_rows: pl.DataFrame) -> None:
     assert set(demo_rows["kind"]) == {"sft", "score", "pairwise", "binary"}
     end = tokenizer.convert_tokens_to_ids("<|end|>")
     for prompt, completion in demo_rows.select("prompt", "completion").iter_rows():

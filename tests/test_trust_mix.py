@@ -11,6 +11,7 @@ import filecmp
 import json
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -22,6 +23,7 @@ from test_mix import sft_rows, write
 
 import uftdata.mixout as mixout
 from uftdata.errors import UftDataError
+from uftdata.inputs import InputFile
 from uftdata.mixout import MANIFEST
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -207,7 +209,8 @@ def test_sweep_failing_while_writing_its_third_mixture_keeps_the_old_sweep(work:
     before = snapshot(work)
     written = mixout.write_shards
 
-    def failing(parts, rows, folder, split, progress):  # type: ignore[no-untyped-def]
+    def failing(parts: list[InputFile], rows: pl.DataFrame, folder: Path, split: str,
+                progress: Callable[[str], None] | None) -> list[dict]:
         if folder.name == "mix_64_all":
             raise UftDataError(str(folder), "cannot be written (disk full)")
         return written(parts, rows, folder, split, progress)

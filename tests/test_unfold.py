@@ -37,7 +37,7 @@ def system(text: str) -> Message:
 
 
 def canonical_id(prompt: Sequence[Message], completion: Sequence[Message]) -> str:
-    """DESIGN.md, "Ids": role \\x1f content \\x1e per message, \\x1d between prompt and completion."""
+    """docs/design.md, "Ids": role \\x1f content \\x1e per message, \\x1d between prompt and completion."""
     def text(messages: Sequence[Message]) -> str:
         return "".join(f"{m['role']}\x1f{m['content']}\x1e" for m in messages)
 

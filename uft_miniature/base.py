@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -26,10 +27,11 @@ def tokenizer_texts(world: World) -> list[str]:
     return [Question.about(f).prompt for f in world.facts] + list(FILLERS)
 
 
-def prepare_base(world: World, out_dir: Path, cfg: PretrainConfig = SIZES["default"], **kwargs: object) -> Path:
+def prepare_base(world: World, out_dir: Path, cfg: PretrainConfig = SIZES["default"], *,
+                 log: Callable[[str], None] = print) -> Path:
     """The folder of `world`'s base model under `out_dir`, pretrained unless cached."""
     train, _ = pretraining_corpus(world)
-    return pretrain_base(train, out_dir, cfg, tokenizer_texts=tokenizer_texts(world), **kwargs)
+    return pretrain_base(train, out_dir, cfg, tokenizer_texts=tokenizer_texts(world), log=log)
 
 
 def measure_base(world: World, folder: Path, *, batch_size: int = 64) -> dict[str, float]:

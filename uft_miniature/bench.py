@@ -74,9 +74,9 @@ def prepare_data(work: Path, size: BenchSize, log: Log) -> None:
     for args in steps:
         if not (work / args[args.index("-o") + 1]).is_file():
             run_command(["uftdata", *args, "--quiet"], work, log)
-    recipes = list(MIXTURE_RECIPES) + ([m.recipe for m in GRID] if size.grid else [])
+    recipes = list(MIXTURE_RECIPES) + ([m.recipe for m in GRID if m.recipe is not None] if size.grid else [])
     for recipe in recipes:
-        run_command(["uftdata", "mix", str(RECIPES / recipe), "--overwrite", "--quiet"], work, log)  # type: ignore[operator]
+        run_command(["uftdata", "mix", str(RECIPES / recipe), "--overwrite", "--quiet"], work, log)
 
 
 def run_command(args: list[str], cwd: Path, log: Log) -> None:
@@ -103,6 +103,8 @@ def train_method(work: Path, base: Path, method: Method, seed: int, size: BenchS
     """`uft-train recipes/miniature/<recipe> ...` for one seed; skipped when its adapter exists."""
     from uft_train.cli import run_training
 
+    assert method.recipe is not None, method  # the base model is evaluated, never trained
+
     out = run_dir(work, method, seed)
     if (out / "summary.json").is_file():
         return out
@@ -113,7 +115,7 @@ def train_method(work: Path, base: Path, method: Method, seed: int, size: BenchS
         overrides.append(f"train.max_steps={size.max_steps}")
     started = time.perf_counter()
     with working_dir(work), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        run_training(RECIPES / method.recipe, overrides)  # type: ignore[operator]
+        run_training(RECIPES / method.recipe, overrides)
     log(f"trained {method.name} seed {seed} in {time.perf_counter() - started:.0f} s")
     return out
 

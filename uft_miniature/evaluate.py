@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from uft_miniature.grammar import KINDS, Question
-from uft_miniature.lm import LanguageModel, as_language_model
+from uft_miniature.lm import HFModel, LanguageModel, as_language_model
 from uft_miniature.reward import extract_answer, reward
 from uft_train.tokenizer import END_OF_TURN
 
@@ -49,8 +49,10 @@ def load_eval_set(folder: Path) -> EvalSet:
 
 def chat_prompts(tokenizer: PreTrainedTokenizerBase, questions: Sequence[Question]) -> list[str]:
     """Each question as a one-turn chat, rendered with the tokenizer's template and generation prompt."""
-    return [tokenizer.apply_chat_template([{"role": "user", "content": q.prompt}], tokenize=False,
-                                          add_generation_prompt=True) for q in questions]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q.prompt}], tokenize=False,
+                                             add_generation_prompt=True) for q in questions]
+    assert all(isinstance(p, str) for p in prompts)  # tokenize=False renders text
+    return [str(p) for p in prompts]
 
 
 def answer_metrics(questions: Sequence[Question], responses: Sequence[str]) -> dict[str, float]:
@@ -124,7 +126,8 @@ def respond(lm: LanguageModel, tokenizer: PreTrainedTokenizerBase, questions: Se
     return lm.generate(chat_prompts(tokenizer, questions), max_new_tokens)
 
 
-def evaluate(model: object, tokenizer: PreTrainedTokenizerBase, base_model: object | None, eval_set: EvalSet, *,
+def evaluate(model: HFModel | LanguageModel, tokenizer: PreTrainedTokenizerBase,
+             base_model: HFModel | LanguageModel | None, eval_set: EvalSet, *,
              batch_size: int = 64, max_new_tokens: int = 24) -> dict[str, float]:
     """accuracy (+ per kind), reward, perplexity, fact_recall, and kl (when `base_model` is given).
 

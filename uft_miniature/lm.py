@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
+from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from uft_train.tokenizer import END_OF_TURN
+
+HFModel = PreTrainedModel | PeftModel  # a causal LM, or a peft model over one
 
 
 class LanguageModel(Protocol):
@@ -36,7 +39,7 @@ class HFLanguageModel:
     numbers on CPU.
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64) -> None:
+    def __init__(self, model: HFModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64) -> None:
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
         end = tokenizer.convert_tokens_to_ids(END_OF_TURN)
         self.stop_ids = [tokenizer.eos_token_id] + ([end] if end not in (None, tokenizer.unk_token_id) else [])
@@ -63,7 +66,9 @@ class HFLanguageModel:
                 eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
             )[:, width:]
             for row, i in enumerate(batch):
-                out[i] = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+                text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+                assert isinstance(text, str)  # one sequence decodes to one text
+                out[i] = text
         return out
 
     @torch.inference_mode()
@@ -83,8 +88,9 @@ class HFLanguageModel:
         return out
 
 
-def as_language_model(model: object, tokenizer: PreTrainedTokenizerBase, batch_size: int) -> LanguageModel:
+def as_language_model(model: HFModel | LanguageModel, tokenizer: PreTrainedTokenizerBase,
+                      batch_size: int) -> LanguageModel:
     """`model` itself if it already speaks the protocol, else the Hugging Face adapter around it."""
-    if isinstance(model, torch.nn.Module):
-        return HFLanguageModel(model, tokenizer, batch_size)  # type: ignore[arg-type]
-    return model  # type: ignore[return-value]
+    if isinstance(model, (PreTrainedModel, PeftModel)):
+        return HFLanguageModel(model, tokenizer, batch_size)
+    return model

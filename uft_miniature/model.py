@@ -19,7 +19,7 @@ hf_logging.disable_progress_bar()  # a "Loading weights" bar per evaluation woul
 def load_base(folder: Path) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
-    return tokenizer, model.to(device()).eval()
+    return tokenizer, model.to(device()).eval()  # type: ignore[arg-type]  # PreTrainedModel.to is typed through functools.wraps, as if unbound
 
 
 def load_run(run_dir: Path, base: Path) -> PreTrainedModel:

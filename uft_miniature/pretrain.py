@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,7 +87,8 @@ def learning_rate(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def packed_batches(documents: Sequence[Sequence[int]], cfg: PretrainConfig, generator: torch.Generator):
+def packed_batches(documents: Sequence[Sequence[int]], cfg: PretrainConfig,
+                   generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless [batch_size, seq_len] batches: each pass shuffles the documents, concatenates them and
     cuts the stream into sequences (the tail that does not fill one is dropped for that pass)."""
     while True:
@@ -147,8 +148,8 @@ def pretrain_base(texts: Sequence[str], out_dir: Path, cfg: PretrainConfig = SIZ
     documents = [tokenizer(t, add_special_tokens=False)["input_ids"] + [end] for t in texts]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        record = train(model.to("cuda" if torch.cuda.is_available() else "cpu"), documents, cfg, log)
-    model = model.to("cpu")
+        record = train(model.to("cuda" if torch.cuda.is_available() else "cpu"), documents, cfg, log)  # type: ignore[arg-type]  # PreTrainedModel.to is typed through functools.wraps, as if unbound
+    model = model.to("cpu")  # type: ignore[arg-type]  # PreTrainedModel.to is typed through functools.wraps, as if unbound
     record.update(key=key, config=asdict(cfg), documents=len(documents), tokens=sum(map(len, documents)),
                   parameters=sum(p.numel() for p in model.parameters()), torch=torch.__version__,
                   transformers=transformers.__version__)

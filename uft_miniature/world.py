@@ -112,7 +112,9 @@ def _reserved_words() -> frozenset[str]:
 
 def invent_names(n: int, rng: random.Random) -> list[str]:
     """`n` distinct pronounceable names of two syllables, in draw order."""
-    reserved, names, seen = _reserved_words(), [], set()
+    reserved = _reserved_words()
+    names: list[str] = []
+    seen: set[str] = set()
     while len(names) < n:
         name = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(2))
         if name not in seen and name not in reserved:

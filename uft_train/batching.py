@@ -2,10 +2,12 @@
 
 Every rank computes the same global batches from (seed, epoch) alone, then takes its own share, so
 DDP and gradient accumulation only change where a term is computed, never which terms a step has
-(DESIGN.md, "Reduction"). A resumed run recomputes the same schedule.
+(docs/design.md, "Reduction"). A resumed run recomputes the same schedule.
 
-- A *unit* is what must stay together: the two rows of a pair (chosen first), or one row. It
+- A `Unit` is what must stay together: the two rows of a pair (chosen first), or one row. It
   counts as 1 term, or 2 for a pair whose rows are separate terms (`pairs_as_one_term=False`).
+- A `GlobalBatch` is one optimizer step's units; a `MicroBatch` one forward pass on one rank: its
+  rows and where its pairs are. `collate` makes the model's inputs of its examples (`Collated`).
 - `batch_size` and `micro_batch_size` count terms, like the loss denominator.
 """
 
@@ -13,41 +15,70 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from uft_train.data import Example
-from uftdata.schema import KINDS
 
 GROUP_WINDOW_BATCHES = 50  # length grouping sorts windows of ~50 batches' worth of units
 LOOKAHEAD_UNITS = 64       # how far a batch with one free term looks for a one-term unit
 
 
-class Unit(tuple):
-    """Row indices that share a micro-batch, with the number of loss terms they give (`.terms`)."""
+@dataclass(frozen=True)
+class Unit:
+    """Rows that must share a micro-batch: a pair `(chosen, rejected)` or one row; and the number of
+    loss terms they give (a pair: 1 where the loss pairs rows, else 2)."""
 
+    rows: tuple[int, ...]
     terms: int
 
-    def __new__(cls, rows: Iterable[int], terms: int | None = None) -> Unit:
-        unit = super().__new__(cls, rows)
-        unit.terms = len(unit) if terms is None else terms
-        return unit
-
-    def __getnewargs__(self) -> tuple:  # type: ignore[override]  # pickling keeps `terms`
-        return tuple(self), self.terms
+    @property
+    def is_pair(self) -> bool:
+        return len(self.rows) == 2
 
 
-class Batch(list):
-    """A global batch: its row indices in order (a plain list of ints) and the units they form."""
+@dataclass(frozen=True)
+class GlobalBatch:
+    """One optimizer step's units, on every rank the same."""
 
-    def __init__(self, units: Sequence[Unit]) -> None:
-        super().__init__(i for unit in units for i in unit)
-        self.units = tuple(units)
+    units: tuple[Unit, ...]
+
+    @property
+    def rows(self) -> tuple[int, ...]:
+        return tuple(i for unit in self.units for i in unit.rows)
 
     @property
     def terms(self) -> int:
         return sum(unit.terms for unit in self.units)
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """One forward pass: row positions in the split, and where its pairs are, located once here
+    (`(chosen, rejected)` positions in `rows`) for the loss terms and the pair metrics."""
+
+    rows: tuple[int, ...]
+    pairs: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Collated:
+    """A micro-batch's model inputs: right-padded token ids, the attention mask, and the loss mask
+    (True on completion tokens)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    loss_mask: torch.Tensor
+
+    def to(self, device: torch.device) -> Collated:
+        return Collated(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device))
+
+
+def single_rows(rows: Iterable[int]) -> GlobalBatch:
+    """A global batch of rows that are one term each, with no pairs (KTO's mismatched rows)."""
+    return GlobalBatch(tuple(Unit((i,), 1) for i in rows))
 
 
 def make_units(examples: Sequence[Example], *, pairs_as_one_term: bool) -> list[Unit]:
@@ -65,7 +96,7 @@ def make_units(examples: Sequence[Example], *, pairs_as_one_term: bool) -> list[
     units = []
     for rows in slots:
         if len(rows) == 1 and examples[rows[0]].pair_id is None:
-            units.append(Unit(rows, 1))
+            units.append(Unit((rows[0],), 1))
             continue
         chosen = [r for r in rows if examples[r].label]
         if len(rows) != 2 or len(chosen) != 1:  # tokenize_split drops such pairs, so this is a bug
@@ -97,13 +128,13 @@ def batch_size_problems(batch_size: int, micro_batch_size: int, world_size: int,
 
 
 def global_batches(examples: Sequence[Example], units: Sequence[Unit], *, batch_size: int, seed: int,
-                   epoch: int, length_grouping: bool = True) -> list[Batch]:
+                   epoch: int, length_grouping: bool = True) -> list[GlobalBatch]:
     """The epoch's global batches of `batch_size` terms, a pure function of (seed, epoch).
 
     Units are shuffled; with length grouping, each window of ~50 batches' worth is sorted by length
     before batches are cut, and the batch order is shuffled again, so padding is small and the order
     still random. The last incomplete batch is dropped unless it is the only one: the rows dropped
-    this epoch are `len(examples) - sum(map(len, batches))`. A batch ends one term short only when a
+    this epoch are `len(examples) - sum(len(batch.rows) for batch in batches)`. A batch ends one term short only when a
     two-term pair cannot fit and no one-term unit is within LOOKAHEAD_UNITS.
     """
     if not units:
@@ -113,7 +144,7 @@ def global_batches(examples: Sequence[Example], units: Sequence[Unit], *, batch_
     generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
     order = torch.randperm(len(units), generator=generator).tolist()
     if length_grouping:
-        length = [max(len(examples[i].input_ids) for i in unit) for unit in units]
+        length = [max(len(examples[i].input_ids) for i in unit.rows) for unit in units]
         window = GROUP_WINDOW_BATCHES * batch_size
         # Stable sort: equal lengths keep their shuffled order.
         order = [u for start in range(0, len(order), window)
@@ -123,7 +154,7 @@ def global_batches(examples: Sequence[Example], units: Sequence[Unit], *, batch_
         cut.pop()
     if length_grouping:
         cut = [cut[b] for b in torch.randperm(len(cut), generator=generator).tolist()]
-    return [Batch([units[u] for u in batch]) for batch in cut]
+    return [GlobalBatch(tuple(units[u] for u in batch)) for batch in cut]
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -137,7 +168,9 @@ def _cut(order: list[int], terms: list[int], batch_size: int) -> list[list[int]]
     batches: list[list[int]] = []
     queue = order[::-1]  # a stack: pop() takes the next unit
     while queue:
-        batch, filled, waiting = [], 0, []
+        batch: list[int] = []
+        waiting: list[int] = []
+        filled = 0
         while queue and filled < batch_size and len(waiting) < LOOKAHEAD_UNITS:
             unit = queue.pop()
             if filled + terms[unit] <= batch_size:
@@ -150,14 +183,14 @@ def _cut(order: list[int], terms: list[int], batch_size: int) -> list[list[int]]
     return batches
 
 
-def split_batch(batch: Sequence[int], *, micro_batch_size: int, world_size: int, rank: int) -> list[list[int]]:
+def split_batch(batch: GlobalBatch, *, micro_batch_size: int, world_size: int, rank: int) -> list[MicroBatch]:
     """Rank `rank`'s micro-batches of a global batch: a contiguous share, cut into micro-batches.
 
-    A `Batch` keeps its pairs whole; any other list of indices is split as one-term rows. Every rank
-    gets the same number of micro-batches (DDP runs one backward per micro-batch on every rank),
-    none empty, each of at most `micro_batch_size` terms where whole pairs allow it.
+    Pairs stay whole. Every rank gets the same number of micro-batches (DDP runs one backward per
+    micro-batch on every rank), none empty, each of at most `micro_batch_size` terms where whole
+    pairs allow it.
     """
-    units = list(batch.units) if isinstance(batch, Batch) else [Unit((i,), 1) for i in batch]
+    units = list(batch.units)
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world size {world_size}")
     if len(units) < world_size:
@@ -166,7 +199,28 @@ def split_batch(batch: Sequence[int], *, micro_batch_size: int, world_size: int,
     shares = _contiguous(units, world_size)
     n_micro = max(math.ceil(sum(u.terms for u in share) / micro_batch_size) for share in shares)
     n_micro = min(n_micro, *(len(share) for share in shares))
-    return [[i for unit in group for i in unit] for group in _contiguous(shares[rank], n_micro)]
+    return [micro_batch(group) for group in _contiguous(shares[rank], n_micro)]
+
+
+def chunk_units(units: Sequence[Unit], size: int) -> list[MicroBatch]:
+    """Consecutive units packed into micro-batches of at most `size` rows; a pair is never split."""
+    chunks: list[list[Unit]] = [[]]
+    for unit in units:
+        if chunks[-1] and sum(len(u.rows) for u in chunks[-1]) + len(unit.rows) > size:
+            chunks.append([])
+        chunks[-1].append(unit)
+    return [micro_batch(chunk) for chunk in chunks if chunk]
+
+
+def micro_batch(units: Iterable[Unit]) -> MicroBatch:
+    """The units' rows in order, and the positions of their pairs among them."""
+    rows: list[int] = []
+    pairs: list[tuple[int, int]] = []
+    for unit in units:
+        if unit.is_pair:
+            pairs.append((len(rows), len(rows) + 1))
+        rows.extend(unit.rows)
+    return MicroBatch(tuple(rows), tuple(pairs))
 
 
 def _contiguous(units: list[Unit], k: int) -> list[list[Unit]]:
@@ -186,14 +240,11 @@ def _contiguous(units: list[Unit], k: int) -> list[list[Unit]]:
     return groups
 
 
-def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(examples: Sequence[Example], pad_id: int) -> Collated:
     """Right-padded tensors for one micro-batch; every mask comes from lengths, never token ids.
 
     `loss_mask[b, t]` is True where `input_ids[b, t]` is a completion token (its log-prob comes
-    from the logits at t - 1). `pair_index` numbers the micro-batch's whole pairs 0, 1, ... on both
-    rows (-1 for other rows, and for a row whose partner is absent); `is_pair_chosen` marks each
-    pair's chosen row; `labels` is -1 where null;
-    `kinds` are indices into uftdata.schema.KINDS; `rows` the examples' positions in their split.
+    from the logits at t - 1).
     """
     if not examples:
         raise ValueError("collate: empty micro-batch")
@@ -204,42 +255,14 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
                              dtype=torch.long)
     positions = torch.arange(width)[None, :]
     inside = positions < lengths[:, None]
-    pair_index = _pair_index(examples)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": inside.long(),
-        "loss_mask": inside & (positions >= prompt_lens[:, None]),
-        "n_completion_tokens": lengths - prompt_lens,
-        "scores": torch.tensor([e.score for e in examples], dtype=torch.float32),
-        "labels": torch.tensor([-1.0 if e.label is None else float(e.label) for e in examples], dtype=torch.float32),
-        "kinds": torch.tensor([KINDS.index(e.kind) for e in examples], dtype=torch.long),
-        "is_pair_chosen": torch.tensor([p >= 0 and bool(e.label) for p, e in zip(pair_index, examples)]),
-        "pair_index": torch.tensor(pair_index, dtype=torch.long),
-        "rows": torch.tensor([e.row for e in examples], dtype=torch.long),
-    }
+    return Collated(input_ids, inside.long(), inside & (positions >= prompt_lens[:, None]))
 
 
-def _pair_index(examples: Sequence[Example]) -> list[int]:
-    # Only whole pairs are numbered: split_batch never splits one, but rows built for KTO's KL
-    # estimate (prompt of one row, completion of another) keep a pair_id without their partner.
-    halves: dict[str, list[int]] = {}
-    for i, e in enumerate(examples):
-        if e.pair_id is not None:
-            halves.setdefault(e.pair_id, []).append(i)
-    index = [-1] * len(examples)
-    number = 0
-    for rows in halves.values():
-        if len(rows) == 2 and examples[rows[0]].label != examples[rows[1]].label:
-            index[rows[0]] = index[rows[1]] = number
-            number += 1
-    return index
-
-
-def padding_share(batches: Iterable[Mapping[str, torch.Tensor]]) -> float:
+def padding_share(batches: Iterable[Collated]) -> float:
     """Padded tokens / all tokens over collated micro-batches (0 when there are none)."""
     padded = total = 0
     for batch in batches:
-        mask = batch["attention_mask"]
+        mask = batch.attention_mask
         total += mask.numel()
         padded += mask.numel() - int(mask.sum())
     return padded / total if total else 0.0

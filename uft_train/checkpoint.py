@@ -14,15 +14,20 @@ import json
 import pickle
 import random
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from peft import PeftModel
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
 
 from uft_train.config import Recipe, load_recipe, recipe_to_dict, recipe_to_yaml
+from uft_train.errors import TrainError
+from uft_train.step import Run
 from uftdata.atomic import atomic_path
 from uftdata.errors import UftDataError
 
@@ -38,18 +43,22 @@ MAY_DIFFER = frozenset({"train.eval_every", "train.log_every", "train.save_every
 START_OVER = "Set output.overwrite=true to start over, or choose another output.dir."
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+def _unwrap(model: torch.nn.Module) -> PeftModel:
+    """The adapter-carrying model, inside DDP or not."""
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    if not isinstance(inner, PeftModel):  # uft_train.model.add_adapter made it: a bug otherwise
+        raise TypeError(f"a run's model is a PeftModel (got {type(inner).__name__})")
+    return inner
 
 
-def save_checkpoint(run_dir: Path, run, step: int) -> Path:  # noqa: ANN001 - uft_train.train.Run
+def save_checkpoint(run_dir: Path, run: Run, step: int) -> Path:
     """`checkpoints/step-NNNNNN/` after `step` steps. One that exists already holds that very state (a
     non-finite loss saves the last good step, which `save_every` may have saved): it is kept."""
     target = run_dir / "checkpoints" / f"step-{step:06d}"
     if run.rank != 0 or target.is_dir():
         return target
     with atomic_path(target) as tmp:
-        _unwrap(run.model).save_pretrained(tmp / "adapter", safe_serialization=True)
+        _unwrap(run.model).save_pretrained(str(tmp / "adapter"), safe_serialization=True)
         torch.save({
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
@@ -77,7 +86,7 @@ def check_resume(path: Path, recipe: Recipe | None, identity: dict[str, str]) ->
     differences += [f"{key}: {_short(stored.get(key))} -> {_short(value)}"
                     for key, value in identity.items() if stored.get(key) != value]
     if differences:
-        raise UftDataError(str(path), f"belongs to a run with other settings, data or model ({'; '.join(differences)})",
+        raise TrainError(str(path), f"belongs to a run with other settings, data or model ({'; '.join(differences)})",
                            fix=f"To resume it, rerun with the values of {path / RECIPE}. {START_OVER}")
 
 
@@ -92,6 +101,7 @@ def recipe_differences(old: Recipe, new: Recipe) -> list[str]:
 
 def _leaves(value: object, prefix: str = "") -> dict[str, object]:
     """A nested mapping as dotted keys (list items by index: mixture.sources.0.take)."""
+    items: Iterable[tuple[object, object]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
@@ -139,14 +149,14 @@ def _stored_identity(path: Path) -> dict:
     return stored
 
 
-def _unchecked(path: Path, what: str) -> UftDataError:
+def _unchecked(path: Path, what: str) -> TrainError:
     """Without what the run was, a resume could silently change it: refuse rather than guess (a
     recipe.yaml alone does not tell whether the data or the model changed)."""
-    return UftDataError(str(path), f"{what}: it cannot be checked against this run (written by an older "
+    return TrainError(str(path), f"{what}: it cannot be checked against this run (written by an older "
                         "uft-train, or damaged), so it is not resumed", fix=START_OVER)
 
 
-def load_checkpoint(path: Path, run) -> int:  # noqa: ANN001 - uft_train.train.Run
+def load_checkpoint(path: Path, run: Run) -> int:
     """Restore adapter weights, optimizer, scheduler and RNG; return the step to continue from."""
     from peft import set_peft_model_state_dict
 
@@ -159,7 +169,7 @@ def load_checkpoint(path: Path, run) -> int:  # noqa: ANN001 - uft_train.train.R
         step = int(json.loads((path / "step.json").read_text())["step"])
     except (OSError, SafetensorError, RuntimeError, ValueError, KeyError, TypeError, EOFError,
             pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        raise UftDataError(str(path), f"is damaged and cannot be resumed ({' '.join(str(error).split())[:160]})",
+        raise TrainError(str(path), f"is damaged and cannot be resumed ({' '.join(str(error).split())[:160]})",
                            fix=f"Remove that folder to resume from an earlier checkpoint. {START_OVER}") from None
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,11 +28,10 @@ USAGE = ("uft-train RECIPE.yaml [KEY.PATH=VALUE ...] [--dry-run [--allow-missing
 
 
 def mix_command(recipe_path: Path, overrides: Sequence[str], *, rebuild: bool = False) -> str:
-    """The command that builds the recipe's mixture; `rebuild`: it exists, so `mix` needs --overwrite."""
-    command = f"uftdata mix {recipe_path}{' --overwrite' if rebuild else ''}"
-    if any(o.startswith("mixture") for o in overrides):  # `uftdata mix` reads the file, not our overrides
-        return f"{command}, after writing your mixture.* overrides into it"
-    return command
+    """The command that builds the recipe's mixture, passing on the `mixture.*` overrides (the only
+    ones `uftdata mix` reads); `rebuild`: it exists, so `mix` needs --overwrite."""
+    mixture = [o for o in overrides if o.partition("=")[0].strip().split(".")[0] == "mixture"]
+    return f"uftdata mix {shlex.join([str(recipe_path), *mixture])}{' --overwrite' if rebuild else ''}"
 
 
 def not_built(manifest: Path, recipe_path: Path, overrides: Sequence[str]) -> UftDataError:
@@ -142,7 +142,7 @@ def run_training(recipe_path: Path, overrides: Sequence[str]) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
         print(run_report(run_dir))
         # Not drawn here: a plotting problem must not fail a finished run, and matplotlib can be missing
-        # where runs go (GPU hosts without a package index: `pip install --no-deps`, DESIGN.md).
+        # where runs go (GPU hosts without a package index: `pip install --no-deps`).
         print(f"  figures: uft-train report {run_dir}")
     return 0
 
@@ -184,7 +184,7 @@ SUBCOMMANDS = {"export": export, "report": report}
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="uft-train", usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train one stage of a recipe (DESIGN.md): the base model + a LoRA adapter, one loss, on the\n"
+        description="Train one stage of a recipe (docs/design.md): the base model + a LoRA adapter, one loss, on the\n"
                     "mixture that `uftdata mix RECIPE.yaml` builds. KEY.PATH=VALUE overrides any recipe key below\n"
                     "(VALUE is YAML: loss.beta=0.1, lora.targets=[q_proj,v_proj], mixture.sources.0.take=16k).",
         epilog="recipe keys (KEY: TYPE = DEFAULT):\n" + recipe_help(),
@@ -203,8 +203,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: user errors and I/O failures are one line on stderr and exit status 2;
-    Ctrl-C is one line and exit status 130."""
+    """Console entry point: a `UftError` (data, recipe or trainer; a RecipeError one line per
+    problem) and I/O failures are printed on stderr with exit status 2; Ctrl-C is one line and exit
+    status 130 (uftdata.failures)."""
     with console_failures("uft-train"):
         _main(argv)
 
@@ -212,11 +213,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _main(argv: Sequence[str] | None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in SUBCOMMANDS:
-        try:
-            sys.exit(SUBCOMMANDS[argv[0]](argv[1:]))
-        except UftDataError as error:
-            print(f"uft-train: error: {error.line()}", file=sys.stderr)
-            sys.exit(2)
+        sys.exit(SUBCOMMANDS[argv[0]](argv[1:]))
     p = parser()
     args = p.parse_intermixed_args(argv)  # overrides may come after --dry-run
     if args.recipe is None:
@@ -225,17 +222,12 @@ def _main(argv: Sequence[str] | None) -> None:
         p.error("--allow-missing-data only applies with --dry-run")
     if args.dry_run and args.check_data:
         p.error("--dry-run and --check-data do not go together")
-    try:
-        if args.check_data:
-            code = check_data(args.recipe, args.overrides)
-        elif args.dry_run:
-            code = dry_run(args.recipe, args.overrides, allow_missing_data=args.allow_missing_data)
-        else:
-            code = run_training(args.recipe, args.overrides)
-    except UftDataError as error:  # RecipeError too: one line per problem
-        for line in error.line().splitlines():
-            print(f"uft-train: error: {line}", file=sys.stderr)
-        sys.exit(2)
+    if args.check_data:
+        code = check_data(args.recipe, args.overrides)
+    elif args.dry_run:
+        code = dry_run(args.recipe, args.overrides, allow_missing_data=args.allow_missing_data)
+    else:
+        code = run_training(args.recipe, args.overrides)
     sys.exit(code)
 
 

@@ -1,4 +1,4 @@
-"""From a mixture split to tokenized examples (DESIGN.md, "Trainer": Loss x kind, Tokenization).
+"""From a mixture split to tokenized examples (docs/design.md: "Loss x kind", "Tokenization and drops").
 
 `read_split` reads a built mixture (never builds one), `check_kinds` refuses rows the loss does not
 train on, `tokenize_split` renders and tokenizes every row once. Every row that does not become an
@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import jinja2
 import polars as pl
@@ -23,6 +23,9 @@ from uftdata import schema
 from uftdata.errors import RecordError, UftDataError
 from uftdata.manifest import MANIFEST, Manifest
 from uftdata.verify import check_mixture
+
+if TYPE_CHECKING:  # transformers loads in the trainer only: reading a mixture should not pay for it
+    from transformers import PreTrainedTokenizerBase
 
 Truncation = Literal["drop", "truncate_prompt_left"]
 TRUNCATIONS: tuple[str, ...] = get_args(Truncation)
@@ -147,8 +150,8 @@ def _validate_rows(file: Path) -> None:
     pair_rows = pl.concat(pairs)
     broken = schema.pair_problems(pair_rows)
     if broken.height:
-        pair_id, problem = broken.row(0)
-        row = pair_rows.filter(pl.col("pair_id") == pair_id)["row"].min()
+        pair_id, problem = (str(value) for value in broken.row(0))  # both String columns
+        row = pair_rows.filter(pl.col("pair_id") == pair_id).select(pl.col("row").min()).item()
         raise RecordError(f"{file}: row {row}", "pair_id", f"{pair_id} {problem}",
                           fix=f"`uftdata inspect {file}` lists every problem; fix the rows, or rebuild the file.")
 
@@ -195,7 +198,8 @@ def check_kinds(rows: pl.DataFrame, allowed_kinds: Collection[str], keep: Collec
     return rows, removed
 
 
-def render(tokenizer, prompt: list[dict], completion: list[dict], template: str | None) -> tuple[str, str]:  # noqa: ANN001
+def render(tokenizer: PreTrainedTokenizerBase, prompt: list[dict], completion: list[dict],
+           template: str | None) -> tuple[str, str]:
     """(rendered prompt with the generation prompt, rendered prompt + completion).
 
     `template` (the recipe's `model.template`) replaces the tokenizer's chat template; it is only a
@@ -204,10 +208,11 @@ def render(tokenizer, prompt: list[dict], completion: list[dict], template: str 
     prompt_text = tokenizer.apply_chat_template(prompt, chat_template=template, tokenize=False,
                                                 add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(prompt + completion, chat_template=template, tokenize=False)
+    assert isinstance(prompt_text, str) and isinstance(full_text, str)  # tokenize=False renders text
     return prompt_text, full_text
 
 
-def tokenize_split(rows: pl.DataFrame, tokenizer, *, template: str | None, max_length: int,  # noqa: ANN001
+def tokenize_split(rows: pl.DataFrame, tokenizer: PreTrainedTokenizerBase, *, template: str | None, max_length: int,
                    max_prompt_length: int, truncation: Truncation = "drop") -> tuple[list[Example], Counter[str]]:
     """Examples for the rows that fit, and the count of the others by reason (plus `prompt_truncated`).
 
@@ -242,7 +247,8 @@ def tokenize_split(rows: pl.DataFrame, tokenizer, *, template: str | None, max_l
     return examples, +counts  # unary plus drops zero counts
 
 
-def _render_chunk(chunk: pl.DataFrame, tokenizer, template: str | None, start: int) -> tuple[list[str], list[str]]:  # noqa: ANN001
+def _render_chunk(chunk: pl.DataFrame, tokenizer: PreTrainedTokenizerBase, template: str | None,
+                  start: int) -> tuple[list[str], list[str]]:
     prompts, wholes = [], []
     for i, (row_id, prompt, completion) in enumerate(chunk.select("id", "prompt", "completion").iter_rows()):
         try:

@@ -12,9 +12,13 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from uft_train.errors import TrainError
 from uftdata.atomic import atomic_path, check_output, give_normal_modes
-from uftdata.errors import UftDataError
+
+if TYPE_CHECKING:  # imported when an export runs (see `export_run`)
+    from transformers import PreTrainedModel
 
 MARKER = "uft_export.json"
 EXPORT_FIX = "Pass --overwrite to replace this earlier export, or choose another -o."
@@ -24,7 +28,7 @@ def export_run(run_dir: Path, out: Path, *, overwrite: bool = False) -> Path:
     run_dir, out = Path(run_dir), Path(out)
     adapter = run_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
-        raise UftDataError(str(adapter), "holds no finished adapter", fix="Export a run that completed.")
+        raise TrainError(str(adapter), "holds no finished adapter", fix="Export a run that completed.")
     # Before the model is loaded (minutes for a 7B model): refuse an output it may not replace.
     check_output(out, overwrite=overwrite, owned=is_export, inputs=[run_dir], fix=EXPORT_FIX)
     # Imported here: torch, transformers and peft take seconds to import, and a refused output
@@ -54,7 +58,7 @@ def is_export(folder: Path) -> bool:
     return (folder / MARKER).is_file()
 
 
-def _save(model, folder: Path) -> None:  # noqa: ANN001 - a transformers PreTrainedModel
+def _save(model: PreTrainedModel, folder: Path) -> None:
     """save_pretrained, with safetensors' I/O failures (a SafetensorError, not an OSError) turned back
     into the OSError they are, so a full disk is one line naming the output."""
     from safetensors import SafetensorError

@@ -1,12 +1,16 @@
-"""KTO's KL estimate pairs each prompt with another row's completion (DESIGN.md, KTO)."""
+"""KTO's KL estimate pairs each prompt with another row's completion (docs/design.md, KTO); the loop
+computes it for every loss whose table entry `needs_kl`."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import torch
+import torch.distributed as dist
 
+from uft_train.batching import GlobalBatch, single_rows, split_batch
 from uft_train.data import Example
+from uft_train.step import Run, forward
 
 
 def derangement(n: int, *, seed: int) -> list[int]:
@@ -31,3 +35,23 @@ def swap_completion(prompt_of: Example, completion_of: Example) -> Example:
     (tokenization drops rows where it is not)."""
     ids = prompt_of.input_ids[: prompt_of.prompt_len] + completion_of.input_ids[completion_of.prompt_len:]
     return dataclasses.replace(prompt_of, input_ids=tuple(ids))
+
+
+def kto_kl(run: Run, batch: GlobalBatch, step: int) -> torch.Tensor:
+    """KL estimate over the step's global batch: each prompt with the completion of its partner in
+    a seeded derangement fixed before the batch is split, no gradient, averaged over all ranks
+    (docs/design.md, KTO). Its reference is always computed online: the cache holds matched rows."""
+    rows = batch.rows
+    partners = derangement(len(rows), seed=run.recipe.train.seed * 1_000_003 + step)
+    mine = split_batch(single_rows(range(len(rows))), micro_batch_size=run.recipe.train.micro_batch_size,
+                       world_size=run.world, rank=run.rank)
+    total = torch.zeros(2, device=run.device, dtype=torch.float64)
+    for micro in mine:
+        mismatched = [swap_completion(run.train[rows[i]], run.train[rows[partners[i]]]) for i in micro.rows]
+        policy, ref = forward(run, mismatched, grad=False, cached_reference=False)
+        if ref is None:  # the table gives needs_kl only to losses with a reference
+            raise ValueError(f"{run.recipe.loss.name}: a KL estimate needs reference log-probs")
+        total += torch.stack([(policy - ref).double().sum(), torch.tensor(len(micro.rows), device=run.device)])
+    if run.world > 1:
+        dist.all_reduce(total)
+    return (total[0] / total[1]).clamp(min=0).float().detach()

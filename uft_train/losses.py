@@ -1,10 +1,11 @@
-"""Training losses: pure functions over per-example sequence log-probs (DESIGN.md, "The method").
+"""Training losses: pure functions over per-example sequence log-probs (docs/design.md, "The method").
 
 Every `*_logps` argument is a 1-D tensor `[B]`: log-probs summed over each completion's tokens (prompt
 masked). Every loss returns a `[B]` tensor of per-example terms, and the training loop reduces them
-(DESIGN.md, "Reduction"): the sum of a step's terms divided by the number of terms in the optimizer step
-(all micro-batches, all ranks), or by the step's completion tokens where `LossSpec.denominator` is
-`"tokens"` (`sft`). Reducing outside keeps the math independent of micro-batching and DDP.
+(docs/design.md, "Reduction"): the sum of a step's terms divided by the number of terms in the optimizer step
+(all micro-batches, all ranks), or by the step's completion tokens where the loss's `denominator` in
+`uft_train.loss_table` (what each loss needs) is `"tokens"` (`sft`). Reducing outside keeps the math
+independent of micro-batching and DDP.
 
 Gradients reach the policy log-probs only: reference log-probs, targets and KTO's `kl` are detached
 here, so a reference pass that forgot `torch.no_grad()` cannot leak into the update.
@@ -18,10 +19,6 @@ loss forces a device sync.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -132,57 +129,14 @@ def kto_kl_estimate(mismatched_policy_logps: Tensor, mismatched_ref_logps: Tenso
 def sft(policy_logps: Tensor, n_tokens: Tensor) -> Tensor:
     """Supervised fine-tuning: each example's NLL summed over its completion tokens, `-logp(y|x)`.
 
-    Not a per-example mean: DESIGN.md divides the step's summed NLL by the step's completion tokens
-    (`LossSpec.denominator == "tokens"`), so every token weighs the same whatever the micro-batching.
+    Not a per-example mean: docs/design.md divides the step's summed NLL by the step's completion tokens
+    (its `denominator` in `uft_train.loss_table` is `"tokens"`), so every token weighs the same whatever the micro-batching.
     `n_tokens` (`[B]`, the completion token counts the loop will sum for that denominator) is taken
     only so a mismatch with the log-probs is caught here.
     """
     _check_logps("sft", policy_logps=policy_logps)
     _check_shape("sft", "n_tokens", n_tokens, like=policy_logps)
     return -policy_logps
-
-
-Kind = Literal["sft", "score", "binary", "pairwise"]  # uftdata.schema.Kind; tests keep the two equal
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """What the training loop needs to know to call one loss.
-
-    fn: the loss function; its positional arguments are tensors, its keyword-only ones hyperparameters.
-    needs_reference: whether fn takes reference log-probs (the adapter-disabled pass or the cache).
-    kinds: the row kinds it trains on (DESIGN.md, "Loss x kind"); others are a load-time error.
-    hyperparameters: fn's keyword-only arguments: the recipe's `loss.*` keys besides `name`.
-    denominator: what a step's summed terms are divided by: its number of terms, or its completion tokens.
-    """
-
-    fn: Callable[..., Tensor]
-    needs_reference: bool
-    kinds: frozenset[Kind]
-    hyperparameters: tuple[str, ...]
-    denominator: Literal["terms", "tokens"] = "terms"
-
-
-_ALL_KINDS: frozenset[Kind] = frozenset({"sft", "score", "binary", "pairwise"})
-
-# una_* train pairwise rows as two scored rows, or as one DPO term per pair with `loss.pairwise: dpo`
-# (the loop's choice); kto reads sft rows as desirable and binary/pairwise rows by `label`.
-LOSSES: Mapping[str, LossSpec] = MappingProxyType({
-    "una_mse": LossSpec(una_mse, needs_reference=True, kinds=_ALL_KINDS, hyperparameters=("beta",)),
-    "una_bce": LossSpec(una_bce, needs_reference=True, kinds=_ALL_KINDS, hyperparameters=("beta",)),
-    "dpo": LossSpec(dpo, needs_reference=True, kinds=frozenset({"pairwise"}), hyperparameters=("beta",)),
-    "kto": LossSpec(kto, needs_reference=True, kinds=frozenset({"sft", "binary", "pairwise"}),
-                    hyperparameters=("beta", "desirable_weight", "undesirable_weight")),
-    "sft": LossSpec(sft, needs_reference=False, kinds=frozenset({"sft"}), hyperparameters=(), denominator="tokens"),
-})
-
-
-def get_loss(name: str) -> LossSpec:
-    """The table entry for a recipe's `loss.name`; an unknown name is a `ValueError` listing the known ones."""
-    if not isinstance(name, str) or name not in LOSSES:
-        raise ValueError(f"loss.name: unknown loss (got {name!r}); expected one of {', '.join(LOSSES)}. "
-                         "Set loss.name in the recipe to one of them.")
-    return LOSSES[name]
 
 
 def _reward(policy_logps: Tensor, ref_logps: Tensor, *, beta: float, dtype: torch.dtype) -> Tensor:

@@ -1,6 +1,6 @@
 """The policy: a causal LM with a LoRA adapter; the reference is the same model with it disabled.
 
-DESIGN.md, "Reference = the policy at the start of the stage": first stages use the base model
+docs/design.md, "Reference = the policy at the start of the stage": first stages use the base model
 with the adapter disabled (no second copy); second stages merge the stage-1 adapter into the base
 weights in memory and train a fresh adapter on top. Dropout is off for implicit-reward losses, or
 `r != 0` at step 0.
@@ -22,7 +22,7 @@ from peft import PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from uft_train.config import ModelConfig, Recipe
-from uftdata.errors import UftDataError
+from uft_train.errors import TrainError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TINY_BASE_SEED = 0  # the tiny "base model" is the same whatever the training seed
@@ -34,8 +34,10 @@ def load_tokenizer_and_model(recipe: Recipe,
 
     The tiny model's tokenizer is read from `tokenizer_dir` (a run folder's; built and saved there if
     missing), or built in memory when it is None: a run saves it only once its checks have passed.
-    A model that cannot be loaded is a `UftDataError` naming `model.name`, never a traceback."""
+    A model that cannot be loaded is a `TrainError` naming `model.name`, never a traceback."""
     cfg = recipe.model
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
     if cfg.name == "tiny":
         from uft_train.tiny import build_tiny_model
         from uft_train.tokenizer import build_tokenizer, load_or_build_tokenizer
@@ -45,7 +47,9 @@ def load_tokenizer_and_model(recipe: Recipe,
         model = build_tiny_model(tokenizer, hidden_size=tiny.hidden_size, num_layers=tiny.num_layers,
                                  num_heads=tiny.num_heads, intermediate_size=tiny.intermediate_size,
                                  max_position_embeddings=tiny.max_position_embeddings, seed=TINY_BASE_SEED)
-        model = model.to(DTYPES[cfg.dtype])
+        # nn.Module.to: PreTrainedModel.to only adds quantization checks (no quantized tiny model), and its
+        # decorator hides the signature from mypy.
+        model = torch.nn.Module.to(model, DTYPES[cfg.dtype])
     else:
         tokenizer, model = load_pretrained(cfg)
     if tokenizer.pad_token_id is None:
@@ -83,22 +87,22 @@ def check_local_model(name: str) -> None:
     where = f"model.name: {name}"
     if not path.exists():
         if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
-            raise UftDataError(where, "no such folder",
+            raise TrainError(where, "no such folder",
                                fix="Point model.name at a model folder (config.json, *.safetensors, tokenizer "
                                    "files) or a Hub id.")
         return  # a Hub id
     if not path.is_dir():
-        raise UftDataError(where, "is a file, not a model folder",
+        raise TrainError(where, "is a file, not a model folder",
                            fix="Point model.name at the folder that holds config.json and the *.safetensors weights.")
     if not (path / "config.json").is_file():
-        raise UftDataError(where, "has no config.json: it is not a saved model",
+        raise TrainError(where, "has no config.json: it is not a saved model",
                            fix="Point model.name at a folder written by save_pretrained (or `uft-train export`).")
     if not any(path.glob("*.safetensors")):
-        raise UftDataError(where, "has no *.safetensors weights (uft-train loads safetensors only, never pickles)",
+        raise TrainError(where, "has no *.safetensors weights (uft-train loads safetensors only, never pickles)",
                            fix="Convert the weights to safetensors (save_pretrained(..., safe_serialization=True)).")
 
 
-def unloadable(name: str, error: Exception) -> UftDataError:
+def unloadable(name: str, error: Exception) -> TrainError:
     """The one line for a Hub id transformers could not load: offline, unreachable, unknown or unusable."""
     text = " ".join(str(error).split())
     where = f"model.name: {name}"
@@ -106,16 +110,16 @@ def unloadable(name: str, error: Exception) -> UftDataError:
     from huggingface_hub import constants  # HF_HUB_OFFLINE as read when huggingface_hub was imported
 
     if constants.HF_HUB_OFFLINE:
-        return UftDataError(where, "is not in the local Hugging Face cache and HF_HUB_OFFLINE forbids downloading it",
+        return TrainError(where, "is not in the local Hugging Face cache and HF_HUB_OFFLINE forbids downloading it",
                             fix=f"Download it once where there is network (hf download {name}), or set "
                                 "model.name to a local folder.")
     if "safetensors" in text:
-        return UftDataError(where, "has no safetensors weights (uft-train loads safetensors only, never pickles)",
+        return TrainError(where, "has no safetensors weights (uft-train loads safetensors only, never pickles)",
                             fix="Choose a revision or repository with *.safetensors weights.")
     if "connect" in text or "offline" in text:
-        return UftDataError(where, "cannot be downloaded: the Hugging Face Hub is not reachable",
+        return TrainError(where, "cannot be downloaded: the Hugging Face Hub is not reachable",
                             fix=f"Check the network, or work offline: {offline}.")
-    return UftDataError(where, f"cannot be loaded ({text[:200]})",
+    return TrainError(where, f"cannot be loaded ({text[:200]})",
                         fix=f"Check the Hub id (and model.revision) or the folder; to work offline: {offline}.")
 
 
@@ -141,9 +145,15 @@ def add_adapter(model: PreTrainedModel, recipe: Recipe, *, implicit_reward: bool
     return peft_model
 
 
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DistributedDataParallel's `.module`, or `model` itself."""
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
 def reference(model: torch.nn.Module) -> AbstractContextManager:
     """Context in which `model` computes the reference: the adapter disabled."""
-    inner = model.module if hasattr(model, "module") else model  # DDP wraps the PeftModel
+    inner = unwrapped(model)
     return inner.disable_adapter() if isinstance(inner, PeftModel) else nullcontext()
 
 
@@ -169,7 +179,7 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
 
 
 def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    inner = model.module if hasattr(model, "module") else model  # DDP
+    inner = unwrapped(model)
     base = inner.get_base_model() if isinstance(inner, PeftModel) else inner
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 

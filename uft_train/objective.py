@@ -1,72 +1,91 @@
-"""Which loss term each row of a micro-batch gives (DESIGN.md, "Loss x kind"), and its metrics.
+"""Which loss terms a micro-batch gives (docs/design.md, "Loss x kind"), read from the loss table.
 
-- una_mse / una_bce: every row is one term with target `score` (sft rows 1); with
-  `loss.pairwise: dpo`, each pair is one DPO term instead of two rows.
-- dpo: one term per pair.   - kto: every row; sft rows desirable, binary and pairwise by `label`.
-- sft: every row; its term is the summed NLL, and the step divides by completion tokens.
+Each pair is one term of the pair loss where there is one (`loss_table.pair_loss`: dpo, or una_*
+with `loss.pairwise: dpo`); every other row is one term of the row loss (`loss_table.row_loss`).
+A loss function's tensor arguments are supplied here by name (`LossSpec.inputs`):
+- rows: `policy_logps`, `ref_logps`; `scores` (sft rows 1); `desirable` (sft rows, binary and
+  pairwise rows by `label`); `kl`, the step's KL reference point; `n_tokens`, completion tokens.
+- pairs: `policy_chosen_logps`, `policy_rejected_logps`, `ref_chosen_logps`, `ref_rejected_logps`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
-from uft_train import losses
 from uft_train.config import LossConfig
+from uft_train.data import Example
+from uft_train.loss_table import LossSpec, pair_loss, row_loss
+from uft_train.losses import implicit_reward
+
+Inputs = Mapping[str, Callable[[], torch.Tensor]]  # a loss argument's name -> how to make it
+ROW_INPUTS = frozenset({"policy_logps", "ref_logps", "scores", "desirable", "kl", "n_tokens"})
+PAIR_INPUTS = frozenset({"policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class Terms:
     """A micro-batch's loss terms and what the metrics need."""
 
-    values: torch.Tensor                      # [n_terms], differentiable
-    kinds: list[str]                          # the kind of each term ("pairwise" for a DPO term)
-    rewards: torch.Tensor | None = None       # [B] implicit reward per row (detached), None for sft
-    pair_correct: list[bool] = field(default_factory=list)
+    values: torch.Tensor               # [n_terms], differentiable: pair terms first, then row terms
+    kinds: tuple[str, ...]             # the kind of each term ("pairwise" for a pair term)
+    rewards: torch.Tensor | None       # [B] implicit reward per row (detached); None without a reference
+    pair_correct: tuple[bool, ...]     # per pair: the chosen row's reward above the rejected one's
 
 
-def pairs_of(examples: Sequence) -> list[tuple[int, int]]:
-    """(chosen, rejected) positions of the pairs in a micro-batch (both halves always present)."""
-    halves: dict[str, dict[bool, int]] = {}
-    for i, ex in enumerate(examples):
-        if ex.kind == "pairwise":
-            halves.setdefault(ex.pair_id, {})[bool(ex.label)] = i
-    return [(h[True], h[False]) for h in halves.values()]
-
-
-def uses_pair_terms(cfg: LossConfig) -> bool:
-    return cfg.name == "dpo" or (cfg.name in ("una_mse", "una_bce") and cfg.pairwise == "dpo")
-
-
-def micro_batch_terms(cfg: LossConfig, examples: Sequence, policy: torch.Tensor, ref: torch.Tensor | None,
-                      kl: torch.Tensor | None = None) -> Terms:
+def micro_batch_terms(cfg: LossConfig, examples: Sequence[Example], pairs: Sequence[tuple[int, int]],
+                      policy: torch.Tensor, ref: torch.Tensor | None, kl: torch.Tensor | None = None) -> Terms:
+    """The terms of one micro-batch: `examples` in order, `pairs` their `(chosen, rejected)` positions
+    (`batching.MicroBatch.pairs`), `policy`/`ref` their log-probs `[B]`, `kl` the step's reference point."""
     device = policy.device
-    if cfg.name == "sft":
-        return Terms(losses.sft(policy, torch.tensor([len(e.input_ids) - e.prompt_len for e in examples],
-                                                      device=device)), [e.kind for e in examples])
-    assert ref is not None, "implicit-reward losses need reference log-probs"
-    rewards = losses.implicit_reward(policy, ref, beta=cfg.beta).detach()
-    pairs = pairs_of(examples)
-    chosen = torch.tensor([p[0] for p in pairs], device=device, dtype=torch.long)
-    rejected = torch.tensor([p[1] for p in pairs], device=device, dtype=torch.long)
-    correct = (rewards[chosen] > rewards[rejected]).tolist()  # one transfer, not one per pair
-    if cfg.name == "kto":
-        desirable = torch.tensor([e.kind == "sft" or bool(e.label) for e in examples], device=device)
-        values = losses.kto(policy, ref, desirable, kl, beta=cfg.beta,
-                            desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
-        return Terms(values, [e.kind for e in examples], rewards, correct)
-    parts, kinds = [], []
-    if uses_pair_terms(cfg) and pairs:
-        parts.append(losses.dpo(policy[chosen], policy[rejected], ref[chosen], ref[rejected], beta=cfg.beta))
+    rewards = None if ref is None else implicit_reward(policy, ref, beta=cfg.beta).detach()
+    chosen = torch.tensor([c for c, _ in pairs], device=device, dtype=torch.long)
+    rejected = torch.tensor([r for _, r in pairs], device=device, dtype=torch.long)
+    correct = () if rewards is None else tuple((rewards[chosen] > rewards[rejected]).tolist())  # one transfer
+    parts: list[torch.Tensor] = []
+    kinds: list[str] = []
+    by_pair, by_row = pair_loss(cfg.name, cfg.pairwise), row_loss(cfg.name)
+    if by_pair is not None and pairs:
+        parts.append(_call(by_pair, cfg, {
+            "policy_chosen_logps": lambda: policy[chosen], "policy_rejected_logps": lambda: policy[rejected],
+            "ref_chosen_logps": lambda: _given(ref)[chosen], "ref_rejected_logps": lambda: _given(ref)[rejected]}))
         kinds += ["pairwise"] * len(pairs)
-    if cfg.name != "dpo":
-        single = [i for i, e in enumerate(examples) if not (uses_pair_terms(cfg) and e.kind == "pairwise")]
-        if single:
-            idx = torch.tensor(single, device=device)
-            scores = torch.tensor([examples[i].score for i in single], device=device, dtype=policy.dtype)
-            parts.append(losses.get_loss(cfg.name).fn(policy[idx], ref[idx], scores, beta=cfg.beta))
-            kinds += [examples[i].kind for i in single]
+    paired = {i for pair in pairs for i in pair} if by_pair is not None else set()
+    single = [i for i in range(len(examples)) if i not in paired]
+    if by_row is not None and single:
+        parts.append(_call(by_row, cfg, _row_inputs([examples[i] for i in single], single, policy, ref, kl)))
+        kinds += [examples[i].kind for i in single]
     values = torch.cat(parts) if parts else policy.sum() * 0.0
-    return Terms(values.reshape(-1), kinds, rewards, correct)
+    return Terms(values.reshape(-1), tuple(kinds), rewards, correct)
+
+
+def _row_inputs(rows: Sequence[Example], positions: list[int], policy: torch.Tensor, ref: torch.Tensor | None,
+                kl: torch.Tensor | None) -> Inputs:
+    device = policy.device
+    index = torch.tensor(positions, device=device)
+    return {
+        "policy_logps": lambda: policy[index],
+        "ref_logps": lambda: _given(ref)[index],
+        "scores": lambda: torch.tensor([e.score for e in rows], device=device, dtype=policy.dtype),
+        "desirable": lambda: torch.tensor([e.kind == "sft" or bool(e.label) for e in rows], device=device),
+        "kl": lambda: _given(kl),
+        "n_tokens": lambda: torch.tensor([e.completion_len for e in rows], device=device),
+    }
+
+
+def _call(spec: LossSpec, cfg: LossConfig, inputs: Inputs) -> torch.Tensor:
+    """The table entry's function on the arguments it names, with the recipe's hyperparameters."""
+    missing = [name for name in spec.inputs if name not in inputs]
+    if missing:  # a new table entry whose argument is not supplied above: a bug, not the user's
+        raise KeyError(f"{spec.fn}: no input named {', '.join(missing)}; this term supplies {', '.join(inputs)}")
+    hyperparameters = {key: getattr(cfg, key) for key in spec.hyperparameters}
+    values: torch.Tensor = spec.function()(*(inputs[name]() for name in spec.inputs), **hyperparameters)
+    return values
+
+
+def _given(tensor: torch.Tensor | None) -> torch.Tensor:
+    if tensor is None:  # the table says the loss takes it, and the loop did not compute it: a bug
+        raise ValueError("a loss input the table requires (reference log-probs or kl) was not computed")
+    return tensor

@@ -7,7 +7,7 @@ writes it. A metric a run does not log (an sft run has no rewards) gives a panel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -54,7 +54,7 @@ def eval_points(steps: Sequence[dict], final_eval: dict) -> list[dict]:
     return points
 
 
-def _panel(ax: Axes, steps: Sequence[dict], evals: Sequence[dict], keys: dict[str, tuple[str, object]], *,
+def _panel(ax: Axes, steps: Sequence[dict], evals: Sequence[dict], keys: Mapping[str, tuple[str, object]], *,
            ylabel: str, title: str, empty: str, zero_line: float | None = None) -> None:
     """One line per train metric in `keys` (key -> (label, color)) and markers for its `eval/` twin."""
     for key, (label, color) in keys.items():

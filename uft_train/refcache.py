@@ -2,7 +2,7 @@
 
 The cache file lives under `${UFT_CACHE:-~/.cache/uft}/refs/`, named by the sha256 of its key:
 the mixture's content hash, the model (id and revision, or the tiny model's config), the init
-adapter's hash, dtype, template, tokenizer, max lengths and truncation (DESIGN.md), and whether the
+adapter's hash, dtype, template, tokenizer, max lengths and truncation (docs/design.md), and whether the
 reference runs under bf16 autocast (as online). The key is also stored inside the file and
 compared on load: a mismatch rebuilds, never reuses.
 """
@@ -19,28 +19,19 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from uft_train.batching import collate
 from uft_train.config import Recipe, data_path
-from uft_train.model import model_fingerprint, reference, sequence_logps
+from uft_train.model import model_fingerprint
+from uft_train.step import ReferenceCache, Run, bf16_autocast, reference_logps
 from uftdata.atomic import atomic_path
 from uftdata.manifest import read_manifest
-
-
-class ReferenceCache:
-    """Reference log-probs of the training rows, by row position in the train split."""
-
-    def __init__(self, rows: torch.Tensor, logps: torch.Tensor, path: Path, built: bool) -> None:
-        self.by_row = dict(zip(rows.tolist(), logps.tolist()))
-        self.path, self.built = path, built
-
-    def lookup(self, examples: list) -> torch.Tensor:
-        return torch.tensor([self.by_row[e.row] for e in examples], dtype=torch.float32)
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("UFT_CACHE", Path.home() / ".cache" / "uft"))
 
 
-def cache_key(recipe: Recipe, tokenizer_dir: Path) -> dict:
+def cache_key(recipe: Recipe, tokenizer_dir: Path) -> dict[str, object]:
     folder = data_path(recipe)
     if folder.is_dir():  # a mixture, verified against this manifest before the run began
         content = read_manifest(folder).content_hash
@@ -57,9 +48,8 @@ def cache_key(recipe: Recipe, tokenizer_dir: Path) -> dict:
     }
 
 
-def reference_cache(run, recipe: Recipe, tokenizer_dir: Path) -> ReferenceCache:  # noqa: ANN001
-    from uft_train.train import bf16_autocast  # imports this module: import here, when both are loaded
-
+def reference_cache(run: Run, recipe: Recipe, tokenizer_dir: Path) -> ReferenceCache:
+    """The run's cache, read, or computed first (rank 0) when no file holds this key."""
     # The reference's precision is part of what the log-probs are (bf16 autocast on a GPU, not on CPU).
     key = {**cache_key(recipe, tokenizer_dir), "bf16_autocast": bf16_autocast(run)}
     text = json.dumps(key, sort_keys=True)
@@ -71,7 +61,8 @@ def reference_cache(run, recipe: Recipe, tokenizer_dir: Path) -> ReferenceCache:
     if run.world > 1:
         dist.barrier()
     with safe_open(str(path), framework="pt") as f:
-        return ReferenceCache(f.get_tensor("rows"), f.get_tensor("logps"), path, built)
+        by_row = dict(zip(f.get_tensor("rows").tolist(), f.get_tensor("logps").tolist()))
+    return ReferenceCache(by_row, path, built)
 
 
 def stored_key(path: Path) -> str | None:
@@ -81,21 +72,16 @@ def stored_key(path: Path) -> str | None:
         return (f.metadata() or {}).get("key")
 
 
-def compute(run, path: Path, key: str) -> None:  # noqa: ANN001
-    from uft_train import batching
-    from uft_train.train import autocast
-
+def compute(run: Run, path: Path, key: str) -> None:
     size = run.recipe.train.micro_batch_size
-    rows, logps = [], []
+    rows: list[int] = []
+    logps: list[torch.Tensor] = []
     run.model.eval()
     for start in range(0, len(run.train), size):
         examples = run.train[start:start + size]
-        batch = batching.collate(examples, run.pad_id)
-        args = [batch[k].to(run.device) for k in ("input_ids", "attention_mask", "loss_mask")]
-        # The online reference's precision (bf16 autocast on a GPU), or cached and online differ
-        # and r != 0 at step 0.
-        with torch.no_grad(), reference(run.model), autocast(run):
-            logps.append(sequence_logps(run.model, *args).float().cpu())
+        # The online reference's own pass (and so its precision), or cached and online differ and
+        # r != 0 at step 0.
+        logps.append(reference_logps(run, collate(examples, run.pad_id).to(run.device)).float().cpu())
         rows += [e.row for e in examples]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, overwrite=True) as tmp:  # our cache: a file whose stored key differs is rebuilt

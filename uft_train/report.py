@@ -11,8 +11,9 @@ from pathlib import Path
 
 import yaml
 
+from uft_train.errors import TrainError
+from uft_train.loss_table import LOSSES
 from uft_train.predictions import PREDICTIONS
-from uftdata.errors import UftDataError
 
 METRICS = "metrics.jsonl"
 
@@ -21,7 +22,7 @@ def read_steps(run_dir: Path) -> list[dict]:
     """metrics.jsonl's rows; a line still being written (a running run) is left out."""
     path = Path(run_dir) / METRICS
     if not path.is_file():
-        raise UftDataError(str(run_dir), f"is not a run folder: it has no {METRICS}",
+        raise TrainError(str(run_dir), f"is not a run folder: it has no {METRICS}",
                            fix="Give the output.dir of a uft-train run.")
     steps = []
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -76,8 +77,8 @@ def draw_plots(run_dir: Path, out: Path) -> list[str]:
 def why_no_predictions(run_dir: Path) -> str:
     loss = _recipe(run_dir).get("loss", {}).get("name")
     data = json.loads((run_dir / "data.json").read_text(encoding="utf-8")) if (run_dir / "data.json").is_file() else {}
-    if loss == "sft":
-        return f"loss sft has no implicit reward, so the run wrote no {PREDICTIONS}"
+    if loss in LOSSES and not LOSSES[loss].needs_reference:
+        return f"loss {loss} has no implicit reward, so the run wrote no {PREDICTIONS}"
     if data and not data.get("test", {}).get("examples"):
         return f"the run has no test examples (data.json), so it wrote no {PREDICTIONS}"
     if not (run_dir / "summary.json").is_file():

@@ -9,17 +9,30 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 import polars as pl
 import torch
 import torch.distributed as dist
+from peft import PeftModel
+from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedTokenizerBase
 
 from uft_train.checkpoint import latest_checkpoint
+from uft_train.errors import TrainError
 from uft_train.predictions import PREDICTIONS, write_predictions
 from uftdata import __version__
 from uftdata.atomic import atomic_path, check_output
-from uftdata.errors import UftDataError
+
+if TYPE_CHECKING:  # tensorboard is optional: imported when a run asks for it
+    from torch.utils.tensorboard import SummaryWriter
+
+
+class Trained(Protocol):
+    """What `RunFolder.finish` reads of a run (`uft_train.train.Run`): the model trained."""
+
+    @property
+    def model(self) -> torch.nn.Module: ...
 
 
 def setup_distributed() -> tuple[int, int]:
@@ -50,21 +63,21 @@ class RunFolder:
                  inputs: Iterable[Path] = ()) -> None:
         self.path, self.rank, self.tensorboard = path, rank, tensorboard
         self.inputs = list(inputs)
-        self._board = None
+        self._board: SummaryWriter | None = None
         if tensorboard and rank == 0:
             tensorboard_writer(None)  # fail before any work when the package is missing
         self.fresh = rank == 0 and self._fresh(overwrite)  # other ranks: rank 0 has made it (a barrier)
-        self._metrics = None
+        self._metrics: TextIO | None = None
 
     def _fresh(self, overwrite: bool) -> bool:
         """True: a new run folder will be made; False: ours, continued. Raises for the others."""
         path = self.path
         if os.path.lexists(path) and not path.is_dir():
-            raise UftDataError(str(path), "is not a folder", fix="Choose another output.dir.")
+            raise TrainError(str(path), "is not a folder", fix="Choose another output.dir.")
         if not path.is_dir() or not any(path.iterdir()):
             return True
         if not is_run_folder(path):
-            raise UftDataError(str(path), f"is not empty and holds no {MARKER}: it is not a uft run folder, and "
+            raise TrainError(str(path), f"is not empty and holds no {MARKER}: it is not a uft run folder, and "
                                "uft-train neither writes into nor removes it",
                                fix="Choose another output.dir (a run folder of an older uft-train: remove it "
                                    "yourself).")
@@ -72,7 +85,7 @@ class RunFolder:
             check_output(path, overwrite=True, owned=is_run_folder, inputs=self.inputs)
             return True
         if (path / "adapter").exists():
-            raise UftDataError(str(path), "holds a finished run",
+            raise TrainError(str(path), "holds a finished run",
                                fix="Set output.overwrite=true or choose another output.dir.")
         return False
 
@@ -137,15 +150,16 @@ class RunFolder:
                 if key != "step" and isinstance(value, (int, float)):
                     self._board.add_scalar(key, value, metrics["step"])
 
-    def finish(self, run, final_eval: dict, predictions: pl.DataFrame | None = None) -> None:  # noqa: ANN001
+    def finish(self, run: Trained, final_eval: dict, predictions: pl.DataFrame | None = None) -> None:
         """The final adapter, eval_predictions.parquet (when there are rewards) and summary.json."""
         if self.rank != 0:
             return
         if predictions is not None:
             write_predictions(predictions, self.path / PREDICTIONS)
-        model = run.model.module if hasattr(run.model, "module") else run.model
+        model = run.model.module if isinstance(run.model, DistributedDataParallel) else run.model
+        assert isinstance(model, PeftModel)  # uft_train.model.add_adapter made it
         with atomic_path(self.path / "adapter") as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(str(tmp), safe_serialization=True)
         _write(self.path / "summary.json", json.dumps({"final_eval": final_eval}, indent=2, sort_keys=True) + "\n")
         if self._metrics is not None:
             self._metrics.close()
@@ -166,11 +180,11 @@ def _write(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def tensorboard_writer(folder: Path | None):  # noqa: ANN201 - torch's SummaryWriter
+def tensorboard_writer(folder: Path | None) -> SummaryWriter | None:
     """A SummaryWriter on `folder` (None: only check that TensorBoard is installed)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UftDataError("output.tensorboard", "needs the tensorboard package",
+        raise TrainError("output.tensorboard", "needs the tensorboard package",
                            fix="pip install tensorboard (or set output.tensorboard=false).") from None
     return None if folder is None else SummaryWriter(str(folder))

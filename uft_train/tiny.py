@@ -31,7 +31,7 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerBase, *, hidden_size: int = 6
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    model = model.to(torch.float32)
+    model = model.float()  # float32; PreTrainedModel.float, unlike .to, is typed as a method
     end_of_turn = tokenizer.convert_tokens_to_ids("<|end|>")
     if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
         # Chat generation stops at the end of the assistant's turn as well as at `<|eos|>`.

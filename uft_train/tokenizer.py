@@ -1,5 +1,5 @@
 """The project's own tokenizer: a small byte-level BPE trained locally, so the demo, the tests and
-the CPU benchmarks never download one (DESIGN.md, "Trainer": Model).
+the CPU benchmarks never download one.
 
 Deterministic: the same texts give the same `tokenizer.json` bytes, so the reference-cache key
 (which hashes the tokenizer folder) is stable across runs and machines.

@@ -1,4 +1,4 @@
-"""uftdata: prepare and mix Unified Fine-Tuning data (see README.md and DESIGN.md)."""
+"""uftdata: prepare and mix Unified Fine-Tuning data (see README.md and docs/design.md)."""
 
 from importlib.metadata import PackageNotFoundError, version
 

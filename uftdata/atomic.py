@@ -145,6 +145,7 @@ def _name_output(error: OSError, path: Path, tmp: Path) -> None:
     if (name is None and error.errno in _OUTPUT_ERRNOS) or (name is not None and str(name).startswith(str(tmp))):
         error.filename = str(path)
     elif name is None and not hasattr(error, "writing"):
+        # An attribute of our own on the OSError in flight (add_note needs 3.11); failures.py reads it.
         error.writing = str(path)  # type: ignore[attr-defined]
 
 

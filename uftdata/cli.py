@@ -1,29 +1,21 @@
-"""`uftdata`: the command line. Parses options, calls the command modules, prints the summary."""
+"""`uftdata`: the command line. Parses options and calls the command modules, which own what is
+printed (accounting.format_summary, mixcmd, inspect, publish and export's format_* functions)."""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-import polars as pl
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
 from uftdata import __version__
-from uftdata.accounting import Summary
 from uftdata.errors import UftDataError
 from uftdata.failures import console_failures
-from uftdata.hub import HubOptions, is_hub_url
-from uftdata.reader import InputFile, expand_inputs
-from uftdata.rejects import Rejects, open_rejects
-from uftdata.writer import open_rows
+from uftdata.hub import HubOptions
+from uftdata.rejects import OnError as RejectsMode
+from uftdata.rowcommand import RowsOutput, run_rows_command
 
 app = typer.Typer(
     help="Prepare and mix Unified Fine-Tuning (UFT) data: unfold, score, feedback, mix, inspect.",
@@ -37,6 +29,11 @@ app = typer.Typer(
 class OnError(str, Enum):
     error = "error"
     skip = "skip"
+
+    @property
+    def mode(self) -> RejectsMode:
+        """The `Rejects` mode: `error` stops at the first bad record (it raises)."""
+        return "skip" if self is OnError.skip else "raise"
 
 
 Inputs = Annotated[list[str], typer.Argument(help="Input files (.jsonl, .json, .parquet, optionally .gz), folders, or Hub datasets hf://datasets/ORG/NAME[@REVISION][/PATH].")]
@@ -53,14 +50,10 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT (an
 
 
 def main() -> None:
-    """Console entry point: user errors and I/O failures are one line on stderr and exit status 2;
-    Ctrl-C is one line and exit status 130."""
-    try:
-        with console_failures("uftdata"):
-            app()
-    except UftDataError as error:
-        print(f"uftdata: error: {error.line()}", file=sys.stderr)
-        sys.exit(2)
+    """Console entry point: user errors (`UftError`) and I/O failures are one line on stderr and exit
+    status 2; Ctrl-C is one line and exit status 130 (uftdata.failures)."""
+    with console_failures("uftdata"):
+        app()
 
 
 def _print_version(value: bool) -> None:
@@ -77,87 +70,8 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
     """Prepare and mix Unified Fine-Tuning (UFT) data: unfold, score, feedback, mix, inspect."""
 
 
-@contextmanager
-def progress_bar(files: list[InputFile], quiet: bool) -> Iterator[Callable[[int], None]]:
-    """A bytes progress bar over all inputs (on a terminal only; logs stay clean)."""
-    total = sum(f.size() for f in files)
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), transient=True, disable=quiet or not sys.stderr.isatty(),
-    ) as bar:
-        task = bar.add_task("reading", total=total)
-        yield lambda n: bar.advance(task, n)
-
-
-def print_summary(summary: Summary, out: Path, rejects_path: Path | None) -> None:
-    s = summary.as_dict()
-    print(f"{summary.command}: {s['records_in']} records in, {s['records_used']} used, "
-          f"{sum(summary.dropped.values())} dropped -> {s['rows_out']} rows in {out}")
-    for name in ("dropped", "turns_dropped", "notes"):
-        for reason, n in (s.get(name) or {}).items():  # type: ignore[union-attr]
-            print(f"  {name}.{reason}: {n}")
-    if rejects_path is not None:
-        print(f"  rejects: {rejects_path}")
-
-
-def run_rows_command(
-    command: str,
-    inputs: list[str],
-    hub: HubOptions,
-    out: Path,
-    on_error: OnError,
-    rejects_path: Path | None,
-    quiet: bool,
-    produce: Callable[[list[InputFile], Rejects, Summary, Callable[[int], None]], Iterator[pl.DataFrame]],
-    *,
-    overwrite: bool = False,
-) -> Summary:
-    """Shared driver: read inputs, write rows atomically, rejects file, summary in the file footer.
-
-    Both outputs are checked before a record is read (README, "Outputs: what a command may replace"):
-    never a folder, never an input, an existing file only if uftdata wrote it or with --overwrite. The
-    rejects file is put in place right after the rows, so a failure leaves neither."""
-    if out.is_dir():
-        raise UftDataError(str(out), "is a folder; -o names the Parquet file to write",
-                           fix=f"Give a file, e.g. -o {out / 'rows.parquet'}.")
-    files = expand_inputs(inputs, hub)
-    local = [f.path for f in files if f.remote is None]  # hf:// inputs have no local path
-    rejects = Rejects("skip" if on_error is OnError.skip else "raise")
-    rejects_file = rejects_path or out.with_name(out.name.removesuffix(".parquet") + ".rejects.jsonl")
-    summary = Summary(command)
-    metadata: dict[str, str] = {}
-    with ExitStack() as stack:
-        # Entered before the rows' output, so it is put in place after it.
-        rejects_tmp = (stack.enter_context(open_rejects(rejects_file, overwrite=overwrite, inputs=[*local, out]))
-                       if rejects.on_error == "skip" else None)
-        with progress_bar(files, quiet) as advance, open_rows(out, metadata, overwrite=overwrite, inputs=local) as writer:
-            for rows in produce(files, rejects, summary, advance):
-                writer.write(rows)
-            summary.check()
-            metadata["uft.summary"] = json.dumps(summary.as_dict(), sort_keys=True)
-            if rejects.count and rejects_tmp is not None:
-                rejects.dump(rejects_tmp)
-    print_summary(summary, out, rejects_file if rejects.count else None)
-    return summary
-
-
-def _source(source: str | None, inputs: list[str], files: list[InputFile]) -> list[tuple[str, list[InputFile]]]:
-    """The `source` column of each input's rows, as (name, files) runs in input order: `--source`
-    for all, else each input's own name (mixspec.source_name), so that several inputs to one command
-    keep their names, and every file in a folder gets the folder's."""
-    from uftdata.mixspec import source_name
-
-    folders = [Path(p) for p in inputs if not is_hub_url(p) and Path(p).is_dir()]
-
-    def name(f: InputFile) -> str:
-        if source:
-            return source
-        if f.remote:
-            return f.remote.repo_id.split("/")[1]
-        folder = next((d for d in folders if d in f.path.parents), None)
-        return source_name(folder.resolve().name if folder else f.name)
-
-    return [(key, list(run)) for key, run in itertools.groupby(files, key=name)]
+def _output(out: Path, on_error: OnError, rejects: Path | None, quiet: bool, overwrite: bool) -> RowsOutput:
+    return RowsOutput(out, on_error.mode, rejects, quiet, overwrite)
 
 
 @app.command()
@@ -182,15 +96,10 @@ def unfold(
     malformed message (empty content, unknown role, misplaced system message, assistant first,
     two messages of one role in a row); later turns are counted under that reason.
     """
-    from uftdata.unfold import unfold_file
+    from uftdata.unfold import unfold_inputs
 
-    def produce(files, rejects_, summary, advance):  # type: ignore[no-untyped-def]
-        for name, named in _source(source, inputs, files):
-            for f in named:
-                yield from unfold_file(f, fmt=format, source=name, rejects=rejects_, summary=summary, progress=advance)
-
-    run_rows_command("unfold", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce,
-                     overwrite=overwrite)
+    run_rows_command("unfold", inputs, HubOptions(hf_split, hf_config, hf_revision),
+                     _output(out, on_error, rejects, quiet, overwrite), unfold_inputs(inputs, format, source))
 
 
 def parse_scale(text: str | None, option: str) -> tuple[float, float] | None:
@@ -243,8 +152,7 @@ def score(
     columns (any prompt/response file with --score-column and --scale). Weighted score:
     (sum(w_i * a_i) - lo) / (hi - lo), lo/hi the weighted sum's extremes over the 0-4 ranges.
     """
-    from uftdata.rows import convert_files
-    from uftdata.score import HELPSTEER2_WEIGHTS, ScoreOptions, adapter_for
+    from uftdata.score import HELPSTEER2_WEIGHTS, ScoreOptions, score_inputs
 
     if score_column is not None and scale is None:
         raise UftDataError("--score-column", "needs --scale MIN:MAX", got=score_column)
@@ -257,15 +165,8 @@ def score(
         ultrafeedback_rating=ultrafeedback_rating,
     )
     fmt = "columns" if score_column is not None and format is None else format
-
-    def produce(files, rejects_, summary, advance):  # type: ignore[no-untyped-def]
-        for name, named in _source(source, inputs, files):
-            yield from convert_files(named, command="score", fmt=fmt, source=name,
-                                     adapter_for=lambda layout: adapter_for(layout, options),
-                                     rejects=rejects_, summary=summary, progress=advance)
-
-    run_rows_command("score", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce,
-                     overwrite=overwrite)
+    run_rows_command("score", inputs, HubOptions(hf_split, hf_config, hf_revision),
+                     _output(out, on_error, rejects, quiet, overwrite), score_inputs(inputs, fmt, source, options))
 
 
 @app.command()
@@ -294,29 +195,19 @@ def feedback(
     completion, label), binary_messages (messages + label). Chosen and rejected must share the
     prompt (else prompt_mismatch); empty or identical completions are dropped.
     """
-    from uftdata.feedback import FeedbackOptions, adapter_for
-    from uftdata.feedback import pairs_from_scores as pair_scores
-    from uftdata.rows import convert_files
+    from uftdata.feedback import FeedbackOptions, feedback_inputs
 
     options = FeedbackOptions(ratings=ratings, rating_scale=parse_scale(rating_scale, "--rating-scale") or (1.0, 10.0),
                               split=split)
-
-    def produce(files, rejects_, summary, advance):  # type: ignore[no-untyped-def]
-        if pairs_from_scores:
-            yield from pair_scores(files, source=source, rejects=rejects_, summary=summary, progress=advance)
-            return
-        for name, named in _source(source, inputs, files):
-            yield from convert_files(named, command="feedback", fmt=format, source=name,
-                                     adapter_for=lambda layout: adapter_for(layout, options),
-                                     rejects=rejects_, summary=summary, progress=advance)
-
-    run_rows_command("feedback", inputs, HubOptions(hf_split, hf_config, hf_revision), out, on_error, rejects, quiet, produce,
-                     overwrite=overwrite)
+    run_rows_command("feedback", inputs, HubOptions(hf_split, hf_config, hf_revision),
+                     _output(out, on_error, rejects, quiet, overwrite),
+                     feedback_inputs(inputs, format, source, options, from_scores=pairs_from_scores))
 
 
 @app.command()
 def mix(
     recipe: Annotated[Path | None, typer.Argument(help="A recipe YAML whose `mixture:` section is the spec (optional).")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(metavar="KEY.PATH=VALUE", show_default=False, help="After a recipe: mixture.* values to replace, as for uft-train (VALUE is YAML: mixture.sources.0.take=16k).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Mixture folder (with --sweep: the folder holding one mixture per size). Default: the recipe's mixture.out.")] = None,
     take: Annotated[list[str] | None, typer.Option(help="PATH=COUNT: rows from a uft-schema Parquet file or folder; COUNT is 20k, 260k, 20000, all, or a fraction of the mixture (0.5, 50%). Repeatable; the first source wins duplicates.")] = None,
     test: Annotated[list[str] | None, typer.Option(help="PATH=F holds out the groups of PATH whose seeded hash is below F (e.g. 0.01); PATH=FILE uses FILE as PATH's test split.")] = None,
@@ -341,40 +232,23 @@ def mix(
     a test file that is a training file (same path or same bytes), an input without valid rows, a
     source without training rows or with an empty test split.
     """
-    from uftdata.mixout import build_mixtures
+    from uftdata.mixcmd import run_mix
     from uftdata.mixspec import load_recipe_mixture, spec_from_options
 
     if recipe is not None:
         if take or sweep:
             raise UftDataError("mix", "give either a recipe or --take/--sweep, not both")
-        spec = load_recipe_mixture(recipe)
+        spec = load_recipe_mixture(recipe, overrides or ())  # the reader and checks of uft-train
         if seed is not None:
             spec = dataclasses.replace(spec, seed=seed)
         if oversample:
             spec = dataclasses.replace(spec, on_short="repeat")
+    elif overrides:  # only reachable with options before the first positional
+        raise UftDataError("mix", "KEY.PATH=VALUE overrides apply to a recipe", got=overrides)
     else:
         spec = spec_from_options(take or [], test or [], seed=seed or 0, total=total, sweep=sweep,
                                  on_short="repeat" if oversample else "error")
-    target = out or (Path(spec.out) if spec.out else None)
-    if target is None:
-        raise UftDataError("mix", "no output folder", fix="Pass -o MIXTURE_DIR (or set mixture.out in the recipe).")
-    skip = Rejects("skip" if on_error is OnError.skip else "raise")
-    say = None if quiet else (lambda name: print(f"  writing {name}", file=sys.stderr))
-    manifests = build_mixtures(spec, target, skip, say, overwrite=overwrite)
-    for manifest in manifests:
-        where = target / manifest["name"] if spec.sweep else target
-        counts = ", ".join(f"{split} {c['rows']}" for split, c in manifest["counts"].items())
-        print(f"mix: {where}: {counts} rows; content_hash {manifest['content_hash'][:16]}")
-        for source in manifest["sources"]:
-            acc = source["accounting"]
-            print(f"  {source['name']}: {acc['records_in']} in, {acc['records_used']} used, take {source['take']}"
-                  f" -> train {source['rows_train']} (repeated {source['repeated_rows']}), test {source['rows_test']}")
-            for reason, n in acc["dropped"].items():
-                print(f"    dropped.{reason}: {n}")
-    if skip.count:
-        written = rejects or target.with_name(target.name + ".rejects.jsonl")
-        skip.write(written)
-        print(f"  rejects: {written}")
+    run_mix(spec, out, on_error=on_error.mode, rejects=rejects, quiet=quiet, overwrite=overwrite)
 
 
 @app.command()
@@ -394,16 +268,10 @@ def inspect(
     2 when PATH cannot be read at all (missing, empty, damaged, not Parquet, a broken .gz), with one
     error line.
     """
-    from uftdata.inspect import inspect_with_stats, render
+    from uftdata.inspect import format_inspect, inspect_and_plot
 
-    report, stats = inspect_with_stats(path, HubOptions(hf_split, hf_config, hf_revision))
-    if plot is not None:
-        from uftdata.plots import plot_lengths, plot_scores
-
-        report["plots"] = [str(plot_scores(stats, plot / "scores.png")), str(plot_lengths(stats, plot / "lengths.png"))]
-    print(json.dumps(report, indent=2, sort_keys=True) if as_json else render(report))
-    if plot is not None and not as_json:
-        print("\n".join(f"plot: {p}" for p in report["plots"]))
+    report = inspect_and_plot(path, HubOptions(hf_split, hf_config, hf_revision), plot)
+    print(format_inspect(report, as_json=as_json))
     if report["problems"]:
         raise typer.Exit(1)
 
@@ -423,29 +291,11 @@ def publish(
     files the repository already holds unchanged are not sent, and a repeated publish makes no commit.
     The token comes from HF_TOKEN or `hf auth login`; it is never printed or written.
     """
-    from huggingface_hub import constants
-
+    from uftdata.publish import format_publish
     from uftdata.publish import publish as publish_mixture
 
     plan, commit_url = publish_mixture(mixture, repo, public=public, dry_run=dry_run, license=license, preview=preview)
-    visibility = "private" if plan.private else "public"
-    print(f"publish: {mixture} -> {constants.ENDPOINT}/datasets/{repo} ({visibility})")
-    for f in plan.uploads:
-        print(f"  upload     {f.path_in_repo:<40} {f.size:>12,} bytes  sha256 {f.sha256[:12]}  from {f.local.name}")
-    for path in plan.unchanged:
-        print(f"  unchanged  {path}")
-    for path in plan.deletes:
-        print(f"  delete     {path}  (not part of this mixture)")
-    if preview is not None:
-        print(f"  card preview: {preview / 'README.md'}")
-    if dry_run:
-        print("dry run: nothing was sent; the Hub was not contacted.")
-    elif commit_url is None:
-        print("up to date: the repository already holds these files; no commit made.")
-    else:
-        print(f"committed: {commit_url}")
-    if not dry_run and public != (not plan.private):
-        print(f"  note: the repository already existed and stays {visibility}; change it on the Hub if needed.")
+    print(format_publish(mixture, plan, commit_url, public=public, dry_run=dry_run, preview=preview))
 
 
 @app.command()
@@ -473,21 +323,10 @@ def export(
     datasets.load_dataset(OUT) reads the splits. Every target writes OUT/export.json: the source mixture
     and content hash, the threshold, and per file the examples written and the rows dropped by reason.
     """
-    from uftdata.export import export_mixture
+    from uftdata.export import export_mixture, format_export
 
     summary = export_mixture(mixture, to, out, kto_threshold=kto_threshold, overwrite=overwrite)
-    print(f"export: {mixture} -> {out} ({to}); source {summary['source']['name']}, "
-          f"content_hash {summary['source']['content_hash'][:16]}")
-    if summary["kto_threshold"] is not None:
-        print(f"  kto_threshold: {summary['kto_threshold']} (label = score >= threshold)")
-    for o in summary["outputs"]:
-        labels = o.get("labels")
-        counts = (f"; label true {labels['true']}, false {labels['false']}, "
-                  f"label_changed_by_threshold {labels['label_changed_by_threshold']}") if labels else ""
-        print(f"  {o['stage']} {o['split']}: {o['examples']} examples from {o['rows_in']} rows -> "
-              f"{o['path'] or 'nothing written'}{counts}")
-        for reason, n in o["dropped"].items():
-            print(f"    dropped.{reason}: {n}")
+    print(format_export(mixture, out, summary))
 
 
 if __name__ == "__main__":

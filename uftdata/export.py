@@ -1,7 +1,7 @@
 """`uftdata export`: a mixture folder in the layouts TRL and LLaMA-Factory read.
 
 Targets; every one keeps the mixture's rank order and counts each row it leaves out under a reason:
-  trl-sft       `sft` rows only (DESIGN.md): prompt, completion (TRL's conversational prompt-completion)
+  trl-sft       `sft` rows only (docs/design.md): prompt, completion (TRL's conversational prompt-completion)
   trl-dpo       pairwise rows re-joined by pair_id (label true = chosen): prompt, chosen, rejected,
                 score_chosen, score_rejected (TRL's conversational preference layout)
   trl-kto       every row: prompt, completion, label = score >= threshold (TRL's unpaired preference)
@@ -79,8 +79,8 @@ def export_mixture(mixture: Path, to: str, out: Path, *, kto_threshold: float = 
     mixture, out = Path(mixture), Path(out)
     manifest = check_mixture(mixture)
     _check_out(out, overwrite)
-    splits = {s: _read_split(mixture, manifest, s) for s in SPLITS}
-    splits = {s: rows for s, rows in splits.items() if rows is not None}
+    read = {s: _read_split(mixture, manifest, s) for s in SPLITS}
+    splits = {s: rows for s, rows in read.items() if rows is not None}
     stages = STAGES if to == "llamafactory" else (to.removeprefix("trl-"),)
     outputs = []
     with atomic_path(out, overwrite=overwrite, owned=is_export, inputs=[mixture]) as tmp:
@@ -106,6 +106,24 @@ def export_mixture(mixture: Path, to: str, out: Path, *, kto_threshold: float = 
         # Written last: a folder with export.json is a finished export.
         (tmp / EXPORT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return summary
+
+
+def format_export(mixture: Path, out: Path, summary: dict) -> str:
+    """What `uftdata export` prints: source and threshold, then per stage and split the examples
+    written (kto: the labels) and each reason rows were left out."""
+    source = summary["source"]
+    lines = [f"export: {mixture} -> {out} ({summary['target']}); source {source['name']}, "
+             f"content_hash {source['content_hash'][:16]}"]
+    if summary["kto_threshold"] is not None:
+        lines.append(f"  kto_threshold: {summary['kto_threshold']} (label = score >= threshold)")
+    for o in summary["outputs"]:
+        labels = o.get("labels")
+        counts = (f"; label true {labels['true']}, false {labels['false']}, "
+                  f"label_changed_by_threshold {labels['label_changed_by_threshold']}") if labels else ""
+        lines.append(f"  {o['stage']} {o['split']}: {o['examples']} examples from {o['rows_in']} rows -> "
+                     f"{o['path'] or 'nothing written'}{counts}")
+        lines += [f"    dropped.{reason}: {n}" for reason, n in o["dropped"].items()]
+    return "\n".join(lines)
 
 
 def is_export(folder: Path) -> bool:
@@ -199,11 +217,17 @@ def _write(folder: Path, to: str, name: str, stage: str, split: str, frame: pl.D
                        compression_level=COMPRESSION_LEVEL)
         return path
     path = f"{_lf_name(name, stage, split)}.jsonl"
-    columns = {"sft": [pl.concat_list("prompt", "completion").alias("messages")],
-               "dpo": [pl.col("prompt").alias("messages"), pl.col("chosen").list.first(), pl.col("rejected").list.first()],
-               "kto": [pl.concat_list("prompt", "completion").alias("messages"), "label"]}[stage]
-    frame.select(columns).write_ndjson(folder / path)
+    frame.select(_lf_columns(stage)).write_ndjson(folder / path)
     return path
+
+
+def _lf_columns(stage: str) -> list[pl.Expr]:
+    """LLaMA-Factory's sharegpt columns of a `stage` (messages, plus chosen/rejected or label)."""
+    if stage == "sft":
+        return [pl.concat_list("prompt", "completion").alias("messages")]
+    if stage == "dpo":
+        return [pl.col("prompt").alias("messages"), pl.col("chosen").list.first(), pl.col("rejected").list.first()]
+    return [pl.concat_list("prompt", "completion").alias("messages"), pl.col("label")]
 
 
 def _lf_name(name: str, stage: str, split: str) -> str:

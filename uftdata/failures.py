@@ -1,5 +1,6 @@
-"""I/O failures and Ctrl-C as one line, for both console entry points (`uftdata`, `uft-train`).
+"""User errors, I/O failures and Ctrl-C as one line, for both console entry points (`uftdata`, `uft-train`).
 
+A `UftError` is printed as `PROG: error: <its line>` (one per line of a multi-problem error), exit 2.
 A full disk, a read-only folder or a denied permission is the user's environment, not a bug: one line
 naming the path, the errno's name and a fix, exit 2. Ctrl-C: one line, exit 130 (128 + SIGINT). In
 both cases `atomic_path` has already removed the partial output while the exception unwound.
@@ -15,8 +16,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import NoReturn
 
-from uftdata.errors import UftDataError
+from uftdata.errors import UftError
 
 INTERRUPTED = "interrupted; nothing half-written was kept"
 _FIXES = {
@@ -36,33 +38,35 @@ class Interrupted(BaseException):
     KeyboardInterrupt, so that no `except Exception` swallows it and every `finally` still runs."""
 
 
-def os_error(error: OSError) -> UftDataError:
+def os_error(error: OSError) -> UftError:
     """`PATH: <what> (ENAME). <fix>`; `atomic_path` has put the output's name on errors about it."""
+    writing = getattr(error, "writing", None)
     if error.filename is not None:
         where = str(error.filename)
-    elif getattr(error, "writing", None):
-        where = f"{error.writing} (while writing it)"  # type: ignore[attr-defined]
+    elif writing:
+        where = f"{writing} (while writing it)"
     else:
         where = "a file being read or written"
     if error.filename2 is not None:
         where += f" -> {error.filename2}"
-    code = error.errno
+    code = error.errno or 0  # 0: no errno (not in errno.errorcode)
     what = os.strerror(code) if code else (error.strerror or str(error) or type(error).__name__)
     what = what[:1].lower() + what[1:]
     if code in errno.errorcode:
         what += f" ({errno.errorcode[code]})"
-    return UftDataError(where, what, fix=_FIXES.get(code, ""))
+    return UftError(where, what, fix=_FIXES.get(code, ""))
 
 
 @contextmanager
 def console_failures(prog: str) -> Iterator[None]:
-    """Run a command: an OSError is one line and exit 2, Ctrl-C one line and exit 130."""
+    """Run a command: a UftError or an OSError is one line and exit 2, Ctrl-C one line and exit 130."""
     with _sigint_raises_interrupted():
         try:
             yield
+        except UftError as error:
+            _failed(prog, error)
         except OSError as error:
-            print(f"{prog}: error: {os_error(error).line()}", file=sys.stderr)
-            sys.exit(2)
+            _failed(prog, os_error(error))
         except (Interrupted, KeyboardInterrupt):
             _interrupted(prog)
         except SystemExit as exit_:
@@ -71,7 +75,13 @@ def console_failures(prog: str) -> Iterator[None]:
             raise
 
 
-def _interrupted(prog: str) -> None:
+def _failed(prog: str, error: UftError) -> NoReturn:
+    for line in error.line().splitlines():
+        print(f"{prog}: error: {line}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _interrupted(prog: str) -> NoReturn:
     print(f"{prog}: {INTERRUPTED}", file=sys.stderr)
     sys.exit(130)
 

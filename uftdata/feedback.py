@@ -40,11 +40,14 @@ The names match unfold's reasons for the same shapes.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
 
+import polars as pl
+
+from uftdata.accounting import Summary
 from uftdata.conversation import (
     Message,
     as_messages,
@@ -64,9 +67,12 @@ from uftdata.fields import (
 )
 from uftdata.layouts import Layout
 from uftdata.pairs import pairs_from_scores
+from uftdata.reader import InputFile, Progress
+from uftdata.rejects import Rejects
+from uftdata.rowcommand import Produce, convert_inputs
 from uftdata.rows import Adapter, Drop, Row
 
-__all__ = ["FeedbackOptions", "adapter_for", "pairs_from_scores"]
+__all__ = ["FeedbackOptions", "adapter_for", "feedback_inputs", "pairs_from_scores"]
 
 RATING_FIELDS = ("score_chosen", "score_rejected")
 PREFERENCE_STRENGTHS = range(-3, 4)
@@ -254,3 +260,17 @@ def adapter_for(layout: Layout, options: FeedbackOptions) -> Adapter:
         raise UftDataError("--format", "is not a layout `uftdata feedback` reads", got=layout.name,
                            expected=", ".join(adapters))
     return adapters[layout.name]
+
+
+def feedback_inputs(inputs: list[str], fmt: str | None, source: str | None, options: FeedbackOptions, *,
+                    from_scores: bool = False) -> Produce:
+    """`uftdata feedback`'s rows (for rowcommand.run_rows_command): every input through its layout's
+    adapter under its source name; `from_scores`: pairs from all the inputs' score rows at once
+    (a prompt's rows may span files), keeping the rows' own source unless `source` is given."""
+    if not from_scores:
+        return convert_inputs("feedback", inputs, fmt, source, partial(adapter_for, options=options))
+
+    def produce(files: list[InputFile], rejects: Rejects, summary: Summary, progress: Progress) -> Iterator[pl.DataFrame]:
+        return pairs_from_scores(files, source=source, rejects=rejects, summary=summary, progress=progress)
+
+    return produce

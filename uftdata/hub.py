@@ -19,11 +19,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO, Any
+from typing import TYPE_CHECKING, Protocol
 
 import yaml
 
 from uftdata.errors import UftDataError
+
+if TYPE_CHECKING:  # huggingface_hub is imported on first use: most commands never reach the Hub
+    from huggingface_hub import DatasetInfo, HfApi, HfFileSystem
 
 PREFIX = "hf://datasets/"
 # datasets' split keywords (datasets/data_files.py); a path names a split with a keyword delimited
@@ -70,23 +73,39 @@ class RemoteFile:
     def url(self) -> str:
         return f"{PREFIX}{self.repo_id}/{self.path}"
 
-    def open(self, *, seekable: bool) -> IO[bytes]:
+    def open(self, *, seekable: bool) -> HubStream:
         fs = hub_filesystem()
         where = f"datasets/{self.repo_id}@{self.commit}/{self.path}"
         # block_size=0: one streamed GET for sequential reads; Parquet needs seeks (byte ranges).
         with reaching(self.url, self.repo_id):
             stream = fs.open(where, "rb", block_size=8 << 20 if seekable else 0)
-        return _HubStream(self.url, self.repo_id, stream)  # type: ignore[return-value]
+        return HubStream(self.url, self.repo_id, stream)
 
     def provenance(self) -> dict:
         return {"url": self.url, "revision": self.commit, "license": self.license}
 
 
-class _HubStream:
+class _RawStream(Protocol):
+    """What `HubStream` calls of the file object HfFileSystem opens (an fsspec file, untyped)."""
+
+    closed: bool
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+    def seekable(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class HubStream:
     """A Hub file being read: a connection lost mid-read is one line naming the file (`reaching`).
     Only what gzip, pyarrow and the readers call is offered, so none of them bypasses the check."""
 
-    def __init__(self, url: str, repo_id: str, raw: Any) -> None:
+    def __init__(self, url: str, repo_id: str, raw: _RawStream) -> None:
         self.url, self.repo_id, self._raw = url, repo_id, raw
 
     def read(self, size: int = -1) -> bytes:
@@ -113,7 +132,7 @@ class _HubStream:
     def close(self) -> None:
         self._raw.close()
 
-    def __enter__(self) -> _HubStream:
+    def __enter__(self) -> HubStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -173,13 +192,13 @@ def parse_url(text: str) -> HubURL:
     return HubURL(f"{parts[0]}/{name}", revision or None, "/".join(parts[2:]))
 
 
-def hub_api() -> Any:
+def hub_api() -> HfApi:
     from huggingface_hub import HfApi
 
     return HfApi()  # endpoint and token from the environment / login cache
 
 
-def hub_filesystem() -> Any:
+def hub_filesystem() -> HfFileSystem:
     from huggingface_hub import HfFileSystem
 
     return HfFileSystem()
@@ -192,6 +211,8 @@ def resolve(text: str, options: HubOptions, supported: tuple[str, ...]) -> list[
         raise UftDataError(text, "names a revision that differs from --hf-revision", got=options.revision)
     revision = url.revision or options.revision
     info = _dataset_info(url, revision)
+    if info.sha is None:  # the Hub always sends it; without it the files could change while read
+        raise UftDataError(url.text, "cannot read from the Hub (it named no commit for this revision)")
     files = {s.rfilename: s.size or 0 for s in info.siblings or []}
     with reaching(url.text, url.repo_id, revision):
         card = _card(url.repo_id, info.sha, files)
@@ -204,7 +225,7 @@ def resolve(text: str, options: HubOptions, supported: tuple[str, ...]) -> list[
     return [RemoteFile(url.repo_id, p, info.sha, files[p], license_text) for p in chosen]
 
 
-def _dataset_info(url: HubURL, revision: str | None) -> Any:
+def _dataset_info(url: HubURL, revision: str | None) -> DatasetInfo:
     from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 

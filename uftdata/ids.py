@@ -1,4 +1,4 @@
-"""Row ids, groups and pair ids as polars expressions (DESIGN.md, "Ids").
+"""Row ids, groups and pair ids as polars expressions (docs/design.md, "Ids").
 
 `id` is xxh3-128 over the canonical text of (prompt, completion): per message
 `role + "\\x1f" + content + "\\x1e"`, prompt then completion, `"\\x1d"` between them; no Unicode
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import polars_hash  # noqa: F401  (registers the `nchash` expression namespace)
 import pyarrow as pa
+from polars_hash import NonCryptographicHashingNameSpace as _Hashes  # the `nchash` namespace, typed
 
 UNIT_SEP, RECORD_SEP, GROUP_SEP = "\x1f", "\x1e", "\x1d"
 _TWO_64 = 1 << 64
@@ -52,7 +52,7 @@ def first_user_content(prompt: pl.Expr) -> pl.Expr:
 
 def hex_digests(text: pl.Series) -> pl.Series:
     """xxh3-128 of each string's UTF-8 bytes as 32 lowercase hex chars (nulls stay null)."""
-    frame = text.to_frame("t").select(h=pl.col("t").nchash.xxh3_128())
+    frame = text.to_frame("t").select(h=_Hashes(pl.col("t")).xxh3_128())
     halves = frame.select(
         hi=(pl.col("h") // pl.lit(_TWO_64, dtype=pl.UInt128)).cast(pl.UInt64),
         lo=(pl.col("h") % pl.lit(_TWO_64, dtype=pl.UInt128)).cast(pl.UInt64),
@@ -68,7 +68,7 @@ def hex_digests(text: pl.Series) -> pl.Series:
 
 def keyed_uint64(key: pl.Series, seed: int) -> pl.Series:
     """xxh3-64 of `"{seed}\\x1f{key}"`: the seeded, input-order-free rank used by mixing and splits."""
-    keyed = key.to_frame("k").select(pl.concat_str(pl.lit(f"{seed}{UNIT_SEP}"), pl.col("k")).nchash.xxh3_64())
+    keyed = key.to_frame("k").select(_Hashes(pl.concat_str(pl.lit(f"{seed}{UNIT_SEP}"), pl.col("k"))).xxh3_64())
     return keyed.to_series().alias(key.name)
 
 

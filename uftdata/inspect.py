@@ -12,6 +12,7 @@ exit 2: there is nothing to report on.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -74,6 +75,24 @@ def inspect_with_stats(path: Path | str, hub: HubOptions | None = None) -> tuple
     return report, rows
 
 
+def inspect_and_plot(path: Path | str, hub: HubOptions | None, plot: Path | None) -> dict:
+    """`uftdata inspect`: the report; with `plot`, also DIR/scores.png and DIR/lengths.png, listed
+    under the report's `plots`."""
+    report, stats = inspect_with_stats(path, hub)
+    if plot is not None:
+        from uftdata.plots import plot_lengths, plot_scores  # matplotlib: only when drawing
+
+        report["plots"] = [str(plot_scores(stats, plot / "scores.png")), str(plot_lengths(stats, plot / "lengths.png"))]
+    return report
+
+
+def format_inspect(report: dict, *, as_json: bool) -> str:
+    """What `uftdata inspect` prints: the JSON report, or `render` and a `plot:` line per figure."""
+    if as_json:
+        return json.dumps(report, indent=2, sort_keys=True)
+    return "\n".join([render(report), *(f"plot: {p}" for p in report.get("plots", []))])
+
+
 def _not_rows(f: InputFile) -> str:
     """The problem of a JSONL or JSON file: inspect reads rows, which only the converters write.
     Reading its first record also makes a file that cannot be read (a broken .gz) an error."""
@@ -132,9 +151,9 @@ def _summarize(rows: pl.DataFrame) -> dict:
     return {
         "counts": [dict(zip(counts.columns, r)) for r in counts.iter_rows()],
         "score": {
-            "mean": float(rows["score"].mean()),  # type: ignore[arg-type]
-            "min": float(rows["score"].min()),  # type: ignore[arg-type]
-            "max": float(rows["score"].max()),  # type: ignore[arg-type]
+            "mean": _number(rows["score"].mean()),
+            "min": _number(rows["score"].min()),
+            "max": _number(rows["score"].max()),
             "histogram": {f"[{lo:.1f},{hi:.1f}{']' if hi == 1 else ')'}": n
                           for lo, hi, n in zip(edges, edges[1:], histogram)},
         },
@@ -143,9 +162,16 @@ def _summarize(rows: pl.DataFrame) -> dict:
 
 
 def _quantiles(values: pl.Series) -> dict:
-    return {"mean": round(float(values.mean()), 1),  # type: ignore[arg-type]
-            **{f"p{q}": int(values.quantile(q / 100, "nearest")) for q in (50, 95)},  # type: ignore[arg-type]
-            "max": int(values.max())}  # type: ignore[arg-type]
+    return {"mean": round(_number(values.mean()), 1),
+            **{f"p{q}": int(_number(values.quantile(q / 100, "nearest"))) for q in (50, 95)},
+            "max": int(_number(values.max()))}
+
+
+def _number(value: object) -> float:
+    """A polars aggregate, which its stubs type as any Python literal, as the number it is here."""
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number from a non-empty numeric column, got {value!r}")
+    return float(value)
 
 
 def render(report: dict) -> str:

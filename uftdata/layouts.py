@@ -1,4 +1,4 @@
-"""Source layouts and their detection (DESIGN.md, "Reading sources").
+"""Source layouts and their detection (docs/design.md, "Reading sources").
 
 Detection looks at the first record's keys (and, where two layouts share keys, the type of a
 value) and tries the steps in DESIGN's order: chosen+rejected, response_1+response_2, label,
@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from uftdata.errors import UftDataError
 
 Command = Literal["unfold", "score", "feedback"]
 
 
-def _is_messages(value: object) -> bool:
+def _is_messages(value: object) -> TypeGuard[list[dict]]:
     return isinstance(value, list) and all(isinstance(m, dict) for m in value)
 
 
 def _has_user(value: object) -> bool:
-    return _is_messages(value) and any(m.get("role") == "user" for m in value)  # type: ignore[union-attr]
+    return _is_messages(value) and any(m.get("role") == "user" for m in value)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`manifest.json`: what a mixture folder holds (DESIGN.md, "Mixture folder and mixing").
+"""`manifest.json`: what a mixture folder holds (docs/design.md, "Mixture folder and mixing").
 
 One frozen dataclass (`Manifest`), one reader (`read_manifest`) and one writer (`Manifest.to_json`):
 nothing else opens the file or indexes it by string keys. The reader checks the file's shape and
@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard, TypeVar
 
 from uftdata.errors import UftDataError
 
@@ -30,6 +30,7 @@ SPLIT_ORDER = ("train", "test")  # the order cards list splits in, whatever the 
 SHARD_PATH = re.compile(r"data/([a-z]+)-(\d{5,})-of-(\d{5,})\.parquet")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 FIX = "Rebuild the mixture with `uftdata mix`, or restore its manifest.json."
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def parse_manifest(data: object, where: str) -> Manifest:
         name=f.text(top, "name", "name"),
         seed=f.integer(top, "seed", "seed", minimum=None),
         on_short=f.choice(top, "on_short", "on_short", ("error", "repeat")),
-        total=f.integer(top, "total", "total", optional=True),
+        total=f.integer_or_none(top, "total", "total"),
         sources=tuple(_source(f, s, f"sources[{i}]") for i, s in enumerate(f.array(top["sources"], "sources"))),
         counts=ordered_splits({split: _split_counts(f, c, f"counts.{split}") for split, c in counts.items()}),
         dropped=f.tally(top["dropped"], "dropped"),
@@ -282,7 +283,7 @@ def _input(f: _Fields, raw: object, at: str) -> InputEntry:
         sha256=None if hub else f.digest(entry, "sha256", f"{at}.sha256"),
         url=f.text(entry, "url", f"{at}.url") if hub else None,
         revision=f.text(entry, "revision", f"{at}.revision") if hub else None,
-        license=f.text(entry, "license", f"{at}.license", optional=True) if hub else None,
+        license=f.text_or_none(entry, "license", f"{at}.license") if hub else None,
         upstream=upstream,
     )
 
@@ -323,34 +324,62 @@ class _Fields:
             self.fail(field, f"is not a list (it is {_kind(value)})")
         return value
 
-    def _typed(self, obj: dict, key: str, field: str, check: Callable[[object], bool], what: str,
-               optional: bool) -> Any:
+    def _optional(self, obj: dict, key: str, field: str, check: Callable[[object], TypeGuard[_T]],
+                  what: str) -> _T | None:
         if key not in obj:
             self.fail(field, "is missing")
         value = obj[key]
-        if (value is None and not optional) or (value is not None and not check(value)):
+        if value is not None and not check(value):
             self.fail(field, f"is not {what}", value)
         return value
 
-    def integer(self, obj: dict, key: str, field: str, *, minimum: int | None = 0, optional: bool = False) -> Any:
-        def ok(v: object) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and (minimum is None or v >= minimum)
-        return self._typed(obj, key, field, ok, "an integer" if minimum is None else f"an integer >= {minimum}", optional)
+    def _required(self, obj: dict, key: str, field: str, check: Callable[[object], TypeGuard[_T]], what: str) -> _T:
+        value = self._optional(obj, key, field, check, what)
+        if value is None:
+            self.fail(field, f"is not {what}", value)
+        return value
 
-    def text(self, obj: dict, key: str, field: str, *, optional: bool = False) -> Any:
-        return self._typed(obj, key, field, lambda v: isinstance(v, str) and v != "", "a non-empty string", optional)
+    def integer(self, obj: dict, key: str, field: str, *, minimum: int | None = 0) -> int:
+        return self._required(obj, key, field, *_integer(minimum))
+
+    def integer_or_none(self, obj: dict, key: str, field: str) -> int | None:
+        return self._optional(obj, key, field, *_integer(0))
+
+    def text(self, obj: dict, key: str, field: str) -> str:
+        return self._required(obj, key, field, _is_text, "a non-empty string")
+
+    def text_or_none(self, obj: dict, key: str, field: str) -> str | None:
+        return self._optional(obj, key, field, _is_text, "a non-empty string")
 
     def digest(self, obj: dict, key: str, field: str) -> str:
-        return self._typed(obj, key, field, lambda v: isinstance(v, str) and bool(SHA256.fullmatch(v)),
-                           "a sha256 (64 lowercase hex characters)", False)
+        return self._required(obj, key, field, _is_digest, "a sha256 (64 lowercase hex characters)")
 
     def choice(self, obj: dict, key: str, field: str, allowed: tuple[str, ...]) -> str:
-        return self._typed(obj, key, field, lambda v: v in allowed, f"one of {', '.join(allowed)}", False)
+        def is_allowed(v: object) -> TypeGuard[str]:
+            return v in allowed
+
+        return self._required(obj, key, field, is_allowed, f"one of {', '.join(allowed)}")
 
     def tally(self, value: object, field: str) -> dict[str, int]:
         """A `{name: count}` object (counts by kind, by source, by drop reason)."""
         counts = self.mapping(value, field)
         return {k: self.integer(counts, k, f"{field}.{k}") for k in counts}
+
+
+def _integer(minimum: int | None) -> tuple[Callable[[object], TypeGuard[int]], str]:
+    """The check for an integer (a JSON number without a fraction, not a boolean) and its wording."""
+    def is_integer(v: object) -> TypeGuard[int]:
+        return isinstance(v, int) and not isinstance(v, bool) and (minimum is None or v >= minimum)
+
+    return is_integer, "an integer" if minimum is None else f"an integer >= {minimum}"
+
+
+def _is_text(v: object) -> TypeGuard[str]:
+    return isinstance(v, str) and v != ""
+
+
+def _is_digest(v: object) -> TypeGuard[str]:
+    return isinstance(v, str) and bool(SHA256.fullmatch(v))
 
 
 def _join(field: str, key: str) -> str:

@@ -1,4 +1,4 @@
-"""`uftdata mix`: sources in the row schema -> a mixture folder (DESIGN.md, "Mixture folder and mixing").
+"""`uftdata mix`: sources in the row schema -> a mixture folder (docs/design.md, "Mixture folder and mixing").
 
 Order: validate -> dedup -> test split -> rank -> take. Only the small columns (ids, kind, score,
 label, group, source) and a hash of the rest (`tie`) are held in memory while planning; the rows
@@ -27,8 +27,9 @@ from uftdata import schema
 from uftdata.errors import RecordError, UftDataError
 from uftdata.hub import is_hub_url, parse_url
 from uftdata.ids import keyed_uint64
+from uftdata.inputs import InputFile, expand_inputs
 from uftdata.mixspec import MixtureSpec, SourceSpec, source_name
-from uftdata.reader import PARQUET_BATCH_ROWS, InputFile, expand_inputs
+from uftdata.reader import PARQUET_BATCH_ROWS
 from uftdata.rejects import Rejects
 
 INDEX_COLUMNS = ("id", "pair_id", "kind", "score", "label", "group", "source", "tie")
@@ -89,6 +90,7 @@ def read_index(f: InputFile, part: int, rejects: Rejects) -> pl.DataFrame:
         if batch is None:
             break
         frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)  # a record batch converts to a frame, a column to a Series
         bad = schema.row_problems(frame)  # its `row` is the position in this batch
         for row, column, problem in bad.iter_rows():
             rejects.reject(RecordError(f.where(start + row), column, problem), {"id": frame["id"][row]})
@@ -163,12 +165,12 @@ def plan(spec: MixtureSpec, rejects: Rejects) -> Plan:
         if source.test and source.test.fraction is not None:
             is_test = in_test_fraction(rows["group"], source.test.fraction, spec.seed)
             state.test, rows = rows.filter(is_test), rows.filter(~is_test)
-        elif test_files:
+        elif source.test and test_files:  # test_files come from source.test.file
             test_parts = list(range(len(parts), len(parts) + len(test_files)))
             parts += test_files
             before = rejects.count
             state.test = _unit(_read_all(test_files, test_parts, rejects, None))
-            require_rows(str(source.test.file), state.test.height + rejects.count - before, state.test.height)  # type: ignore[union-attr]
+            require_rows(str(source.test.file), state.test.height + rejects.count - before, state.test.height)
             state.test_from_file = True
         test_groups.update(state.test["group"].to_list() if state.test.height else [])
         state.candidates = rows
@@ -298,18 +300,20 @@ def resolve_counts(spec: MixtureSpec, states: list[SourceState]) -> list[int]:
 
 def _counts(spec: MixtureSpec, states: list[SourceState]) -> list[int]:
     takes = [s.take for s in spec.sources]
-    fixed = [st.candidates.height if t.is_all else t.count for t, st in zip(takes, states)]
-    fractional = [i for i, t in enumerate(takes) if t.fraction is not None]
-    if not fractional:
-        return [int(n) for n in fixed]  # type: ignore[arg-type]
-    absolute = sum(n for i, n in enumerate(fixed) if i not in fractional)  # type: ignore[misc]
-    share = sum(takes[i].fraction for i in fractional)  # type: ignore[misc]
+    fractions = {i: t.fraction for i, t in enumerate(takes) if t.fraction is not None}
+    fixed = {i: st.candidates.height if t.count is None else t.count
+             for i, (t, st) in enumerate(zip(takes, states)) if i not in fractions}  # a count, or all rows
+    if not fractions:
+        return list(fixed.values())
+    fractional = list(fractions)
+    absolute = sum(fixed.values())
+    share = sum(fractions.values())
     if spec.total is not None and absolute + math.floor(share * spec.total + 0.5) > spec.total:
         raise UftDataError("total", f"is {spec.total} rows, fewer than the {absolute} rows of the absolute counts plus "
                            f"the fractions ({share:g} of the total)", got=spec.total,
                            fix="Raise --total (recipe: mixture.total), or lower the counts or the fractions.")
     total = spec.total if spec.total is not None else absolute / (1 - share)
-    rows = {i: takes[i].fraction * total for i in fractional}  # type: ignore[operator]
+    rows = {i: fractions[i] * total for i in fractional}
     units = {i: int(rows[i] // states[i].unit_rows) for i in fractional}
     # Largest remainder, in rows: units go to the largest remainders until the rounded total is
     # reached (a pair may overshoot it by one row).
@@ -319,7 +323,7 @@ def _counts(spec: MixtureSpec, states: list[SourceState]) -> list[int]:
             break
         units[i] += 1
         remaining -= states[i].unit_rows
-    return [units[i] * states[i].unit_rows if i in units else int(n) for i, n in enumerate(fixed)]  # type: ignore[arg-type]
+    return [units[i] * states[i].unit_rows if i in units else fixed[i] for i in range(len(takes))]
 
 
 def take(state: SourceState, count: int, on_short: str) -> tuple[pl.DataFrame, int]:

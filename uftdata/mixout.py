@@ -1,4 +1,4 @@
-"""Writing a mixture folder: shards, dataset card, and `manifest.json` last (DESIGN.md).
+"""Writing a mixture folder: shards, dataset card, and `manifest.json` last (docs/design.md).
 
 The folder is built under a temporary sibling name and renamed into place when complete, so a
 mixture folder with a manifest is always whole.

@@ -1,4 +1,4 @@
-"""`uftdata feedback --pairs-from-scores`: `score` rows -> one pair per prompt (DESIGN.md, "Scores").
+"""`uftdata feedback --pairs-from-scores`: `score` rows -> one pair per prompt (docs/design.md, "Scores").
 
 The authors' data for the DPO/KTO baselines: of the responses to one prompt, the highest-scored is
 chosen and the lowest-scored rejected; scores, ids and attributes are kept, `label` and `pair_id` set.
@@ -25,7 +25,8 @@ from uftdata import schema
 from uftdata.accounting import Summary
 from uftdata.errors import UftDataError
 from uftdata.ids import hex_digests, message_text, pair_ids
-from uftdata.reader import LINE, InputFile, Progress, iter_frames
+from uftdata.inputs import InputFile, Progress
+from uftdata.reader import LINE, iter_frames
 from uftdata.rejects import Rejects
 
 KEY = ("source", "_prompt")

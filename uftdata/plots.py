@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from uftdata.figures import colors, new_figure, no_data, save_png
@@ -45,7 +46,7 @@ def scores_figure(stats: pl.DataFrame) -> Figure:
         no_data(axes[0], "no rows")
         return figure
     palette = colors(_present(stats, "source"))
-    tallest = []
+    panels: list[tuple[Axes, Legend, float]] = []
     for ax, kind in zip(axes, kinds):
         rows = stats.filter(pl.col("kind") == kind)
         bottom = np.zeros(len(SCORE_EDGES) - 1)
@@ -57,22 +58,21 @@ def scores_figure(stats: pl.DataFrame) -> Figure:
             bottom += counts
         ax.set(xlim=(0, 1), xlabel="score", ylabel="rows", title=f"{kind}: {rows.height:,} rows")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # rows: no tick at 2.5
-        ax.legend(title="source", fontsize="small", loc="upper center")
-        tallest.append(float(bottom.max()))
+        legend = ax.legend(title="source", fontsize="small", loc="upper center")
+        panels.append((ax, legend, float(bottom.max())))
     figure.suptitle(f"Score distribution by kind ({_splits(stats)})")
-    _legends_above_bars(figure, list(zip(axes, tallest)))
+    _legends_above_bars(figure, panels)
     return figure
 
 
-def _legends_above_bars(figure: Figure, panels: list[tuple[Axes, float]]) -> None:
+def _legends_above_bars(figure: Figure, panels: list[tuple[Axes, Legend, float]]) -> None:
     """Raise each panel's y limit so that its legend sits above the tallest bar. sft, binary and
     pairwise rows score 0 or 1, so their tallest bars are at both edges, where a legend placed by
     matplotlib ("best") covered them. The legend's height relative to its panel is known only once
     the figure is laid out: one layout pass without rendering measures it (deterministic, so the PNG
     bytes stay the same)."""
     figure.draw_without_rendering()
-    for ax, tallest in panels:
-        legend = ax.get_legend()
+    for ax, legend, tallest in panels:
         room = legend.get_window_extent().transformed(ax.transAxes.inverted()).y0 - LEGEND_GAP
         if room < MIN_ROOM:  # many sources in a short panel: beside it rather than over the bars
             legend.set_loc("upper left")
@@ -118,14 +118,20 @@ def _label_lengths(ax: Axes, what: str, values: pl.Series, log: bool) -> None:
         # The default labels minor ticks too, which overlap. Compact labels (2k, 50k, 1.5M) at 1-2-5
         # steps over up to three decades, at powers of ten over more: full numbers at 1-2-5 steps
         # ("10,000 20,000 50,000") ran into each other from four decades on.
-        decades = np.log10(max(float(values.max()), 1.0) / max(float(values.min()), 1.0))  # type: ignore[arg-type]
+        decades = np.log10(max(_number(values.max()), 1.0) / max(_number(values.min()), 1.0))
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 3 else (1.0,)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: compact_number(x)))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
-    median, p95 = (int(values.quantile(q, "nearest")) for q in (0.5, 0.95))  # type: ignore[arg-type]
+    median, p95 = (int(_number(values.quantile(q, "nearest"))) for q in (0.5, 0.95))
     ax.set(xlabel=f"{what} characters{' (log scale)' if log else ''}", ylabel="rows",
-           title=f"{what}: median {median:,}, p95 {p95:,}, max {int(values.max()):,}")  # type: ignore[arg-type]
+           title=f"{what}: median {median:,}, p95 {p95:,}, max {int(_number(values.max())):,}")
+
+
+def _number(statistic: object) -> float:
+    """A statistic of a non-empty numeric column, which polars types as any literal or None."""
+    assert isinstance(statistic, (int, float)), statistic
+    return float(statistic)
 
 
 def compact_number(x: float) -> str:

@@ -17,7 +17,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -26,6 +26,9 @@ from uftdata.errors import UftDataError
 from uftdata.hub import is_hub_url, is_network_error
 from uftdata.manifest import MANIFEST, Manifest
 from uftdata.verify import verify_mixture as verified_mixture
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 # The license ids the Hub accepts in a card's `license:` field, in the order of its table: "Licenses",
@@ -139,7 +142,7 @@ def plan_against(remote: dict[str, set[str]], files: list[Upload], repo_id: str,
     return Plan(repo_id, private, uploads, unchanged, deletes)
 
 
-def remote_files(api: Any, repo_id: str) -> tuple[dict[str, set[str]], bool]:
+def remote_files(api: HfApi, repo_id: str) -> tuple[dict[str, set[str]], bool]:
     info = api.dataset_info(repo_id, files_metadata=True)
     remote = {}
     for s in info.siblings or []:
@@ -169,6 +172,32 @@ def publish(folder: Path, repo_id: str, *, public: bool = False, dry_run: bool =
         return upload(repo_id, files, manifest, public)
 
 
+def format_publish(folder: Path, plan: Plan, commit_url: str | None, *, public: bool, dry_run: bool,
+                   preview: Path | None) -> str:
+    """What `uftdata publish` prints: where to, each file sent, kept or deleted, and what happened
+    (a dry run, nothing to commit, or the commit); a note when an existing repository kept a visibility
+    other than the one asked for."""
+    from huggingface_hub import constants
+
+    visibility = "private" if plan.private else "public"
+    lines = [f"publish: {folder} -> {constants.ENDPOINT}/datasets/{plan.repo_id} ({visibility})"]
+    lines += [f"  upload     {f.path_in_repo:<40} {f.size:>12,} bytes  sha256 {f.sha256[:12]}  from {f.local.name}"
+              for f in plan.uploads]
+    lines += [f"  unchanged  {path}" for path in plan.unchanged]
+    lines += [f"  delete     {path}  (not part of this mixture)" for path in plan.deletes]
+    if preview is not None:
+        lines.append(f"  card preview: {preview / 'README.md'}")
+    if dry_run:
+        lines.append("dry run: nothing was sent; the Hub was not contacted.")
+    elif commit_url is None:
+        lines.append("up to date: the repository already holds these files; no commit made.")
+    else:
+        lines.append(f"committed: {commit_url}")
+    if not dry_run and public != (not plan.private):
+        lines.append(f"  note: the repository already existed and stays {visibility}; change it on the Hub if needed.")
+    return "\n".join(lines)
+
+
 def upload(repo_id: str, files: list[Upload], manifest: Manifest, public: bool) -> tuple[Plan, str | None]:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
@@ -183,7 +212,8 @@ def upload(repo_id: str, files: list[Upload], manifest: Manifest, public: bool) 
         plan = plan_against(remote, files, repo_id, private)
         if not plan.changes:
             return plan, None
-        operations = [CommitOperationAdd(f.path_in_repo, str(f.local)) for f in plan.uploads]
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationAdd(f.path_in_repo, str(f.local)) for f in plan.uploads]
         operations += [CommitOperationDelete(p) for p in plan.deletes]
         commit = api.create_commit(
             repo_id, operations, repo_type="dataset",

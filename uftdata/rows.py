@@ -11,7 +11,8 @@ from uftdata import layouts, schema
 from uftdata.accounting import Summary
 from uftdata.errors import RecordError
 from uftdata.ids import pair_ids, with_ids
-from uftdata.reader import InputFile, Progress, first_record, iter_records
+from uftdata.inputs import InputFile, Progress
+from uftdata.reader import first_record, iter_records
 from uftdata.rejects import Rejects
 
 BATCH_ROWS = 5_000
@@ -35,14 +36,14 @@ class Drop(Exception):
 Adapter = Callable[[dict, str, Counter[str]], list[Row]]
 """(record, where, notes) -> rows; raises Drop(reason) or RecordError. `notes` counts kept oddities."""
 
-_INPUT_SCHEMA = {
+_INPUT_SCHEMA: dict[str, pl.DataType] = {
     "prompt": schema.POLARS_MESSAGES,
     "completion": schema.POLARS_MESSAGES,
-    "score": pl.Float64,
-    "kind": pl.String,
-    "label": pl.Boolean,
-    "pair": pl.Int64,
-    "source_id": pl.String,
+    "score": pl.Float64(),
+    "kind": pl.String(),
+    "label": pl.Boolean(),
+    "pair": pl.Int64(),
+    "source_id": pl.String(),
     "attributes": schema.POLARS_SCHEMA["attributes"],
 }
 
@@ -52,7 +53,7 @@ def build_rows(rows: list[Row], *, source: str) -> pl.DataFrame:
     frame = pl.DataFrame(
         [{**r, "completion": [r["completion"]]} for r in rows], schema=_INPUT_SCHEMA, orient="row"
     ) if rows else pl.DataFrame(schema=_INPUT_SCHEMA)
-    # float64 -> float32 once, after the formula ran in float64 (DESIGN.md, "Scores").
+    # float64 -> float32 once, after the formula ran in float64 (docs/design.md, "Scores").
     frame = with_ids(frame.with_columns(pl.col("score").cast(pl.Float32), source=pl.lit(source)))
     turn = pl.col("prompt").list.eval(pl.element().struct.field("role") == "assistant").list.sum().cast(pl.Int32)
     frame = frame.with_columns(turn=turn)
@@ -96,8 +97,8 @@ def convert_files(
                 continue
             summary.records_used += 1
             for row in rows:  # pair numbers are per record; make them unique within the file
-                if row.get("pair") is not None:
-                    row["pair"] = summary.records_in * PAIRS_PER_RECORD + int(row["pair"])  # type: ignore[call-overload]
+                if isinstance(pair := row.get("pair"), int):  # None: not part of a pair
+                    row["pair"] = summary.records_in * PAIRS_PER_RECORD + pair
             batch.extend(rows)
             if len(batch) >= BATCH_ROWS:
                 yield _finish(build_rows(batch, source=source), summary)

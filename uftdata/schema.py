@@ -1,4 +1,4 @@
-"""The row schema every `uftdata` command writes and `uft-train` reads (DESIGN.md, "Row schema").
+"""The row schema every `uftdata` command writes and `uft-train` reads (docs/design.md, "Row schema").
 
 Defined once here; `validate_frame` is the single place that decides whether a frame is in it.
 """
@@ -92,7 +92,7 @@ def _normalize(t: pa.DataType) -> str:
 def row_problems(frame: pl.DataFrame) -> pl.DataFrame:
     """One row per problem found in `frame` (already in the schema's types): `row`, `field`, `problem`.
 
-    Checks the value rules of DESIGN.md's schema table; pair rules (two rows per `pair_id`, one
+    Checks the value rules of docs/design.md's schema table; pair rules (two rows per `pair_id`, one
     chosen, one rejected) are checked by `pair_problems`.
     """
     n_assistant = pl.col("prompt").list.eval(pl.element().struct.field("role") == "assistant").list.sum()

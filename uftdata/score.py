@@ -1,4 +1,4 @@
-"""`uftdata score`: rated responses -> `score` rows, score in [0, 1] (DESIGN.md, "Scores").
+"""`uftdata score`: rated responses -> `score` rows, score in [0, 1] (docs/design.md, "Scores").
 
 One adapter per source layout, each `(record, where, notes) -> rows` for `rows.convert_files`:
 - helpsteer2 (and HelpSteer v1): weighted attributes rescaled by the weighted sum's own extremes;
@@ -30,6 +30,7 @@ from uftdata.fields import (
     string_field,
 )
 from uftdata.layouts import Layout
+from uftdata.rowcommand import Produce, convert_inputs
 from uftdata.rows import Adapter, Drop, Row
 
 HELPSTEER2_WEIGHTS: Mapping[str, float] = MappingProxyType({"helpfulness": 0.65, "correctness": 0.8, "coherence": 0.45})
@@ -198,3 +199,9 @@ def adapter_for(layout: Layout, options: ScoreOptions) -> Adapter:
         return partial(columns_rows, options=options, column=options.score_column, scale=options.scale)
     raise UftDataError("--format", "is not a layout `uftdata score` reads", got=layout.name,
                        expected="helpsteer2, helpsteer2_disagreements, ultrafeedback or columns")
+
+
+def score_inputs(inputs: list[str], fmt: str | None, source: str | None, options: ScoreOptions) -> Produce:
+    """`uftdata score`'s rows (for rowcommand.run_rows_command): every input through its layout's
+    adapter, under its source name."""
+    return convert_inputs("score", inputs, fmt, source, partial(adapter_for, options=options))

@@ -26,6 +26,7 @@ from uftdata.accounting import Summary
 from uftdata.ids import first_user_content, hex_digests, message_texts, turn_text
 from uftdata.reader import LINE, InputFile, Progress, first_record, iter_frames
 from uftdata.rejects import Rejects
+from uftdata.rowcommand import Produce, source_runs
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "system": "system"}
@@ -106,23 +107,7 @@ def unfold_frame(conv: pl.DataFrame, *, source: str) -> tuple[pl.DataFrame, dict
     kept = assistant.filter(pl.col("pos") < pl.col("cut"))
     lost = assistant.filter(pl.col("pos") >= pl.col("cut"))
 
-    used = kept.select(pl.col("conv").unique())
-    trailing = msgs.filter(
-        (pl.col("pos") == pl.col("n_msgs") - 1) & (pl.col("role") == "user") & (pl.col("pos") < pl.col("cut"))
-    ).join(used, on="conv", how="semi")  # only in conversations that give rows: the others are dropped
-    counts = {
-        "turns_in": pl.DataFrame({"n": [assistant.height]}),
-        "turns_dropped": lost.group_by("reason").agg(n=pl.len()),
-        "trailing_user": pl.DataFrame({"n": [trailing.height]}),
-    }
-    unused = conv.select("conv").join(used, on="conv", how="anti")
-    reasons = msgs.group_by("conv").agg(pl.col("reason").first())
-    counts["records_dropped"] = (
-        unused.join(reasons, on="conv", how="left")
-        .select(reason=pl.col("reason").fill_null("no_assistant_turn"))
-        .group_by("reason").agg(n=pl.len())
-    )
-
+    counts = _block_counts(conv, msgs, assistant, kept, lost)
     # Per conversation, once: each message's canonical piece and the group (first user message).
     per_conv = conv.select(texts=message_texts(pl.col("messages")), group=first_user_content(pl.col("messages")))
     per_conv = per_conv.with_columns(group=hex_digests(per_conv["group"]))
@@ -146,6 +131,27 @@ def unfold_frame(conv: pl.DataFrame, *, source: str) -> tuple[pl.DataFrame, dict
         attributes=pl.lit(None, dtype=schema.POLARS_SCHEMA["attributes"]),
     )
     return rows, counts
+
+
+def _block_counts(conv: pl.DataFrame, msgs: pl.DataFrame, assistant: pl.DataFrame, kept: pl.DataFrame,
+                  lost: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """`unfold_frame`'s counts: assistant turns in and dropped, trailing user turns, records dropped."""
+    used = kept.select(pl.col("conv").unique())
+    trailing = msgs.filter(
+        (pl.col("pos") == pl.col("n_msgs") - 1) & (pl.col("role") == "user") & (pl.col("pos") < pl.col("cut"))
+    ).join(used, on="conv", how="semi")  # only in conversations that give rows: the others are dropped
+    unused = conv.select("conv").join(used, on="conv", how="anti")
+    reasons = msgs.group_by("conv").agg(pl.col("reason").first())
+    return {
+        "turns_in": pl.DataFrame({"n": [assistant.height]}),
+        "turns_dropped": lost.group_by("reason").agg(n=pl.len()),
+        "trailing_user": pl.DataFrame({"n": [trailing.height]}),
+        "records_dropped": (
+            unused.join(reasons, on="conv", how="left")
+            .select(reason=pl.col("reason").fill_null("no_assistant_turn"))
+            .group_by("reason").agg(n=pl.len())
+        ),
+    }
 
 
 def unfold_file(
@@ -174,3 +180,15 @@ def unfold_file(
     summary.records_in += rejects.count - before
     summary.drop("invalid_record", rejects.count - before)
     summary.inputs.append({"file": f.name, "layout": layout.name, **f.provenance()})
+
+
+def unfold_inputs(inputs: list[str], fmt: str | None, source: str | None) -> Produce:
+    """`uftdata unfold`'s rows (for rowcommand.run_rows_command): every input file unfolded under
+    its source name."""
+
+    def produce(files: list[InputFile], rejects: Rejects, summary: Summary, progress: Progress) -> Iterator[pl.DataFrame]:
+        for name, named in source_runs(source, inputs, files):
+            for f in named:
+                yield from unfold_file(f, fmt=fmt, source=name, rejects=rejects, summary=summary, progress=progress)
+
+    return produce

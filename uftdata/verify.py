@@ -132,6 +132,11 @@ def _read_splits(folder: Path, manifest: Manifest) -> tuple[dict[str, pl.DataFra
 
 
 def _count_problems(manifest: Manifest, splits: dict[str, pl.DataFrame]) -> list[Problem]:
+    """`counts` against the shards, then the per-source sums against `counts` and the shards."""
+    return _split_count_problems(manifest, splits) + _source_sum_problems(manifest, splits)
+
+
+def _split_count_problems(manifest: Manifest, splits: dict[str, pl.DataFrame]) -> list[Problem]:
     problems = []
     if set(manifest.counts) != set(splits):
         problems.append((MANIFEST, f"counts lists splits {sorted(manifest.counts)}; the shards hold {sorted(splits)}"))
@@ -147,6 +152,11 @@ def _count_problems(manifest: Manifest, splits: dict[str, pl.DataFrame]) -> list
                 if listed.get(key) != held.get(key):
                     problems.append((MANIFEST, f"counts.{split}.{field}.{key} is {listed.get(key, 'absent')}; "
                                                f"the shards hold {held.get(key, 0)}"))
+    return problems
+
+
+def _source_sum_problems(manifest: Manifest, splits: dict[str, pl.DataFrame]) -> list[Problem]:
+    problems = []
     empty = SplitCounts(0, {}, {})
     for field, split in (("rows_train", "train"), ("rows_test", "test")):
         total = sum(getattr(s, field) for s in manifest.sources)

@@ -1,4 +1,4 @@
-"""Parquet output in the canonical schema and layout (DESIGN.md: zstd 3, row groups of 5,000 rows)."""
+"""Parquet output in the canonical schema and layout (docs/design.md: zstd 3, row groups of 5,000 rows)."""
 
 from __future__ import annotations
 

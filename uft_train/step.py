@@ -1,0 +1,92 @@
+"""A run's step state and its forward passes, below everything that uses them: the loop
+(`uft_train.train`), the reference cache (`uft_train.refcache`) and checkpoints (`uft_train.checkpoint`).
+
+`reference_logps` is the one reference pass: each step's online reference and the cached one both
+go through it, so the two agree in precision (bf16 autocast on a GPU, none on CPU) and the
+implicit reward is 0 at step 0 either way (docs/design.md, "Reference = the policy at the start of the stage").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from uft_train.batching import Collated, GlobalBatch, Unit, collate, global_batches
+from uft_train.config import Recipe
+from uft_train.data import Example
+from uft_train.loss_table import LossSpec, get_loss
+from uft_train.model import reference, sequence_logps
+
+
+@dataclass(frozen=True)
+class ReferenceCache:
+    """Precomputed reference log-probs of the training rows, by row position in the train split;
+    `path` is the cache file and `built` whether this run computed it (`uft_train.refcache`)."""
+
+    by_row: Mapping[int, float]
+    path: Path
+    built: bool
+
+    def lookup(self, examples: Sequence[Example]) -> torch.Tensor:
+        return torch.tensor([self.by_row[e.row] for e in examples], dtype=torch.float32)
+
+
+@dataclass
+class Run:
+    """Everything a step needs, built once; `refs` is set once the reference cache is read, and the
+    model, optimizer and scheduler change in place as the run trains."""
+
+    recipe: Recipe
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train: list[Example]
+    test: list[Example]
+    units: list[Unit]
+    pad_id: int
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    refs: ReferenceCache | None = None
+    identity: dict[str, str] = field(default_factory=dict)  # the data's and model's, for checkpoints
+    spec: LossSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spec = get_loss(self.recipe.loss.name)
+
+    def batches(self, epoch: int) -> list[GlobalBatch]:
+        return global_batches(self.train, self.units, batch_size=self.recipe.train.batch_size,
+                              seed=self.recipe.train.seed, epoch=epoch)
+
+
+def bf16_autocast(run: Run) -> bool:
+    """Whether the run's forward passes use bf16 autocast: asked for, and the device supports it."""
+    return run.recipe.train.autocast_bf16 and run.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def autocast(run: Run) -> torch.autocast:
+    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16_autocast(run))
+
+
+def forward(run: Run, examples: Sequence[Example], *, grad: bool,
+            cached_reference: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Policy and reference log-probs `[B]` of a micro-batch's examples (the reference from the cache
+    if there is one and `cached_reference`; None for a loss without one)."""
+    batch = collate(examples, run.pad_id).to(run.device)
+    with torch.set_grad_enabled(grad), autocast(run):
+        policy = sequence_logps(run.model, batch.input_ids, batch.attention_mask, batch.loss_mask)
+    if not run.spec.needs_reference:
+        return policy, None
+    if run.refs is not None and cached_reference:
+        return policy, run.refs.lookup(examples).to(run.device)
+    return policy, reference_logps(run, batch)
+
+
+def reference_logps(run: Run, batch: Collated) -> torch.Tensor:
+    """The reference's log-probs `[B]` of a collated micro-batch on the run's device: the adapter
+    disabled, no gradient, under the run's autocast."""
+    with torch.no_grad(), reference(run.model), autocast(run):
+        return sequence_logps(run.model, batch.input_ids, batch.attention_mask, batch.loss_mask)
