@@ -334,7 +334,7 @@ def test_tampered_shard_exits_2_naming_the_file(hand: Path, tmp_path: Path) -> N
 
 
 def test_inspect_reports_a_shard_rewritten_after_mixing(hand: Path) -> None:
-    rows = pl.read_parquet(hand / SHARD).with_columns(score=pl.lit(0.0, dtype=pl.Float32))
+    rows = pl.read_parquet(hand / SHARD).with_columns(source=pl.lit("edited"))
     writer = RowWriter(hand / SHARD)
     writer.write(rows)
     writer.close()

@@ -22,7 +22,7 @@ from uft_train.losses import (
     dpo,
     implicit_reward,
     kto,
-    kto_kl_estimate,
+    kto_kl,
     sft,
     una_bce,
     una_mse,
@@ -85,13 +85,16 @@ def test_kto_by_hand() -> None:
     assert_close(loss, t(0.462570, 0.806145, 0.656735), **HAND)
 
 
-def test_kto_kl_estimate_by_hand() -> None:
-    """clamp(mean(policy - ref), min=0):
-    (1.0 - 0.5, -0.5 - 0.5, 2.0 - 0.5) = (0.5, -1.0, 1.5), mean 1/3 = 0.333333 (the -1.0 is not clamped alone);
-    (-1.0 - 0.5, 0.0 - 0.5) = (-1.5, -0.5), mean -1.0, clamped to 0."""
-    assert_close(kto_kl_estimate(t(1.0, -0.5, 2.0), t(0.5, 0.5, 0.5)), torch.tensor(1 / 3))
-    assert_close(kto_kl_estimate(t(-1.0, 0.0), t(0.5, 0.5)), torch.tensor(0.0))
-    assert kto_kl_estimate(t(1.0, -0.5, 2.0), t(0.5, 0.5, 0.5)).shape == ()
+def test_kto_kl_by_hand() -> None:
+    """max(0, sum / count) of the step's gathered log-ratios:
+    (1.0 - 0.5) + (-0.5 - 0.5) + (2.0 - 0.5) = 1.0 over 3 rows = 0.333333 (the -1.0 is not clamped alone);
+    (-1.0 - 0.5) + (0.0 - 0.5) = -2.0 over 2 rows = -1.0, clamped to 0; two ranks' sums (0.5, 1 row) and
+    (0.5, 2 rows) give 1.0 / 3, not the mean of their means (0.5 and 0.25)."""
+    assert_close(kto_kl(torch.tensor(1.0), torch.tensor(3)), torch.tensor(1 / 3))
+    assert_close(kto_kl(torch.tensor(-2.0), torch.tensor(2)), torch.tensor(0.0))
+    assert_close(kto_kl(torch.tensor(0.5) + torch.tensor(0.5), torch.tensor(1) + torch.tensor(2)), torch.tensor(1 / 3))
+    assert kto_kl(torch.tensor(1.0, dtype=torch.float64), torch.tensor(3.0, dtype=torch.float64)).dtype == torch.float64
+    assert kto_kl(torch.tensor(1.0), torch.tensor(3)).shape == ()
 
 
 def test_sft_is_summed_nll() -> None:
@@ -172,7 +175,7 @@ def test_gradients_reach_policy_only() -> None:
     assert ref.grad is None and kl.grad is None
 
     policy, ref = leaves(1.0, 2.0), leaves(0.0, 0.0)
-    assert not kto_kl_estimate(policy, ref).requires_grad
+    assert not kto_kl((policy - ref).sum(), torch.tensor(2)).requires_grad
 
 
 def test_dpo_gradient_by_hand() -> None:
@@ -290,8 +293,10 @@ def test_shape_mistakes_are_errors() -> None:
             undesirable_weight=1.0)
     with pytest.raises(ValueError, match="implicit_reward: policy_logps is not floating point"):
         implicit_reward(torch.tensor([1, 2]), policy, beta=0.1)
-    with pytest.raises(ValueError, match="kto_kl_estimate: no mismatched pairs"):
-        kto_kl_estimate(t(), t())
+    with pytest.raises(ValueError, match="kto_kl: no mismatched rows"):
+        kto_kl(torch.tensor(0.0), torch.tensor(0))
+    with pytest.raises(ValueError, match="kto_kl: log_ratio_sum and count must be scalars"):
+        kto_kl(t(1.0, 2.0), torch.tensor(2))
 
 
 # ---- the table -------------------------------------------------------------------------------------

@@ -147,8 +147,8 @@ def test_duplicates_first_source_wins_and_conflicts_are_counted(tmp_path: Path) 
     a = write(tmp_path / "a.parquet", sft_rows(10, "x"), "a")
     changed = sft_rows(10, "x")
     for row in changed[:3]:
-        row["score"] = 0.5
-        row["kind"], row["label"] = "sft", None
+        row["score"] = 0.5  # the same prompt and completion rated: a score row (sft rows have score 1)
+        row["kind"], row["label"] = "score", None
     b = write(tmp_path / "b.parquet", changed + sft_rows(4, "y"), "b")
     manifest = build(spec(src(a, "all"), src(b, "all")), tmp_path / "m")
     assert manifest["counts"]["train"]["by_source"] == {"a": 10, "b": 4}

@@ -73,10 +73,11 @@ BAD: dict[str, tuple[str | tuple[str, ...], dict[str, pl.Expr]]] = {
                                                                     dtype=schema.POLARS_MESSAGES)}),
     "completion_user": ("completion", {"completion": pl.lit([USER], dtype=schema.POLARS_MESSAGES)}),
     "completion_empty": ("completion", {"completion": pl.lit([], dtype=schema.POLARS_MESSAGES)}),
-    "score_above": ("score", {"score": pl.lit(1.5, dtype=pl.Float32)}),
-    "score_below": ("score", {"score": pl.lit(-0.01, dtype=pl.Float32)}),
-    "score_nan": ("score", {"score": pl.lit(float("nan"), dtype=pl.Float32)}),
-    "score_null": ("score", {"score": pl.lit(None, dtype=pl.Float32)}),
+    "score_above": ("score", {"kind": pl.lit("score"), "score": pl.lit(1.5, dtype=pl.Float32)}),
+    "score_below": ("score", {"kind": pl.lit("score"), "score": pl.lit(-0.01, dtype=pl.Float32)}),
+    "score_nan": ("score", {"kind": pl.lit("score"), "score": pl.lit(float("nan"), dtype=pl.Float32)}),
+    "score_null": ("score", {"kind": pl.lit("score"), "score": pl.lit(None, dtype=pl.Float32)}),
+    "sft_score_not_one": ("score", {"score": pl.lit(0.5, dtype=pl.Float32)}),  # UFT Eq. 7
     # an unknown kind is neither sft/score (label must be null) nor binary/pairwise (label must be set)
     "kind_unknown": (("kind", "label"), {"kind": pl.lit("dpo")}),
     "label_on_sft": ("label", {"label": pl.lit(True)}),
@@ -124,7 +125,8 @@ def test_row_problems_lists_every_problem_of_a_row() -> None:
 
 def test_row_problems_messages_name_the_rule() -> None:
     bad = good_rows().head(1).with_columns(score=pl.lit(1.5, dtype=pl.Float32))
-    assert schema.row_problems(bad)["problem"].to_list() == ["is null, NaN or outside [0, 1]"]
+    assert schema.row_problems(bad)["problem"].to_list() == [
+        "is null, NaN or outside [0, 1]", "must be 1 on sft rows (instruction data is feedback with score 1)"]
 
 
 def test_pair_problems() -> None:

@@ -26,7 +26,9 @@ import uft_train.train as train_module
 from uft_train import cli
 from uft_train.batching import GlobalBatch, collate
 from uft_train.config import Recipe, load_recipe, recipe_from_mapping, recipe_to_yaml, with_overrides
+from uft_train.data import Example
 from uft_train.errors import TrainError
+from uft_train.kl import derangement, swap_completion
 from uft_train.loss_table import get_loss
 from uft_train.model import add_adapter, load_tokenizer_and_model, reference, sequence_logps
 from uft_train.step import Run
@@ -442,3 +444,41 @@ def test_tensorboard_without_the_package_is_a_clear_error(mixture: Path, tmp_pat
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
     with pytest.raises(TrainError, match="output.tensorboard: needs the tensorboard package"):
         train(tiny_recipe(mixture, tmp_path / "run", "output.tensorboard=true"))
+
+
+def test_kto_evaluation_uses_a_real_kl_over_a_derangement_of_the_test_split(mixture: Path, tmp_path: Path,
+                                                                            runs: list[Run]) -> None:
+    """eval/kto_kl is the clamped mean log-ratio of each test prompt with its partner's completion in
+    the derangement seeded by train.seed, recomputed here row by row on the trained model (not 0 as
+    before), so eval/loss is the training objective."""
+    recipe = tiny_recipe(mixture, tmp_path / "run", "loss.name=kto", *LOSS_KINDS["kto"], "train.eval_every=3")
+    run_dir = train(recipe)
+    logged = [m for m in read_metrics(run_dir) if "eval/kto_kl" in m][-1]["eval/kto_kl"]
+    run = runs[0]
+    run.model.eval()
+    partners = derangement(len(run.test), seed=recipe.train.seed)
+    ratios = []
+    for i, j in enumerate(partners):
+        prompt, completion = run.test[i], run.test[j]
+        ids = (prompt.input_ids[:prompt.prompt_len] + completion.input_ids[completion.prompt_len:])[:512]
+        input_ids = torch.tensor([ids])
+        loss_mask = torch.arange(len(ids))[None] >= prompt.prompt_len
+        with torch.no_grad():
+            policy = sequence_logps(run.model, input_ids, torch.ones_like(input_ids), loss_mask)
+            with reference(run.model):
+                ref = sequence_logps(run.model, input_ids, torch.ones_like(input_ids), loss_mask)
+        ratios.append(float(policy - ref))
+    # float32 sums over batched, padded rows vs one row at a time: equal to about 1e-5 relative
+    assert logged == pytest.approx(max(0.0, sum(ratios) / len(ratios)), rel=1e-4)
+    assert logged > 0  # three steps at lr 1e-2 move the policy: a kl of 0 would be the old constant
+
+
+def test_kl_rows_keep_max_length() -> None:
+    """A partner's long completion is cut at its end: prompt + borrowed completion <= data.max_length."""
+    def example(prompt: int, completion: int, start: int) -> Example:
+        ids = tuple(range(start, start + prompt + completion))
+        return Example(0, "binary", 1.0, True, None, "g", ids, prompt, "i", "s")
+    short_prompt, long_completion = example(3, 2, 0), example(2, 10, 100)
+    row = swap_completion(short_prompt, long_completion, max_length=8)
+    assert row.input_ids == (0, 1, 2, 102, 103, 104, 105, 106) and row.prompt_len == 3
+    assert swap_completion(short_prompt, example(2, 4, 100), max_length=8).input_ids == (0, 1, 2, 102, 103, 104, 105)

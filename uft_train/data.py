@@ -136,7 +136,7 @@ def _validate_rows(file: Path) -> None:
             bad = schema.row_problems(frame)
             if bad.height and first is None:
                 row, field, problem = bad.row(0)
-                first = RecordError(f"{file}: row {start + row}", field, problem)
+                first = RecordError(f"{file}: row {start + row} (id {frame['id'][row]})", field, problem)
             bad_rows += bad["row"].n_unique()
             pairs.append(frame.with_row_index("row", offset=start).filter(pl.col("kind") == "pairwise")
                          .select("row", "pair_id", "label"))

@@ -8,6 +8,7 @@ import dataclasses
 import torch
 import torch.distributed as dist
 
+from uft_train import losses
 from uft_train.batching import GlobalBatch, single_rows, split_batch
 from uft_train.data import Example
 from uft_train.step import Run, forward
@@ -28,13 +29,17 @@ def derangement(n: int, *, seed: int) -> list[int]:
     return order
 
 
-def swap_completion(prompt_of: Example, completion_of: Example) -> Example:
-    """`prompt_of`'s prompt tokens followed by `completion_of`'s completion tokens.
+def swap_completion(prompt_of: Example, completion_of: Example, *, max_length: int) -> Example:
+    """`prompt_of`'s prompt tokens followed by `completion_of`'s completion tokens, the borrowed
+    completion cut at its end so that the row keeps `data.max_length` (both rows obey it, their mix
+    need not). TRL's KTOTrainer builds its KL rows the same way (prompt i, completion j) and truncates
+    them with the same rule as matched rows, which for an overlong row keeps the completion's start.
 
     Token-level splicing is exact because the rendered prompt is a token prefix of every row
     (tokenization drops rows where it is not)."""
-    ids = prompt_of.input_ids[: prompt_of.prompt_len] + completion_of.input_ids[completion_of.prompt_len:]
-    return dataclasses.replace(prompt_of, input_ids=tuple(ids))
+    room = max(0, max_length - prompt_of.prompt_len)
+    completion = completion_of.input_ids[completion_of.prompt_len:][:room]
+    return dataclasses.replace(prompt_of, input_ids=prompt_of.input_ids[: prompt_of.prompt_len] + completion)
 
 
 def kto_kl(run: Run, batch: GlobalBatch, step: int) -> torch.Tensor:
@@ -47,11 +52,33 @@ def kto_kl(run: Run, batch: GlobalBatch, step: int) -> torch.Tensor:
                        world_size=run.world, rank=run.rank)
     total = torch.zeros(2, device=run.device, dtype=torch.float64)
     for micro in mine:
-        mismatched = [swap_completion(run.train[rows[i]], run.train[rows[partners[i]]]) for i in micro.rows]
-        policy, ref = forward(run, mismatched, grad=False, cached_reference=False)
-        if ref is None:  # the table gives needs_kl only to losses with a reference
-            raise ValueError(f"{run.recipe.loss.name}: a KL estimate needs reference log-probs")
-        total += torch.stack([(policy - ref).double().sum(), torch.tensor(len(micro.rows), device=run.device)])
+        total += _log_ratio_sum(run, [(run.train[rows[i]], run.train[rows[partners[i]]]) for i in micro.rows])
     if run.world > 1:
         dist.all_reduce(total)
-    return (total[0] / total[1]).clamp(min=0).float().detach()
+    return losses.kto_kl(total[0], total[1]).float()
+
+
+def eval_kto_kl(run: Run) -> torch.Tensor:
+    """KL estimate of the test split, so that `eval/loss` is the training objective: each test row's
+    prompt with its partner's completion in one derangement of the whole split, seeded by
+    `train.seed` alone (every evaluation of a run uses the same partners, so evaluations compare).
+    Every rank evaluates the whole test split, so there is nothing to reduce."""
+    rows = run.test
+    if len(rows) < 2:
+        return torch.zeros((), device=run.device)
+    partners = derangement(len(rows), seed=run.recipe.train.seed)
+    size = run.recipe.train.micro_batch_size
+    total = torch.zeros(2, device=run.device, dtype=torch.float64)
+    for start in range(0, len(rows), size):
+        total += _log_ratio_sum(run, [(rows[i], rows[partners[i]]) for i in range(start, min(start + size, len(rows)))])
+    return losses.kto_kl(total[0], total[1]).float()
+
+
+def _log_ratio_sum(run: Run, pairs: list[tuple[Example, Example]]) -> torch.Tensor:
+    """`[sum of logp - logp_ref, count]` (float64) over the mismatched rows of (prompt row, completion row)."""
+    max_length = run.recipe.data.max_length
+    mismatched = [swap_completion(prompt_of, completion_of, max_length=max_length) for prompt_of, completion_of in pairs]
+    policy, ref = forward(run, mismatched, grad=False, cached_reference=False)
+    if ref is None:  # the table gives needs_kl only to losses with a reference
+        raise ValueError(f"{run.recipe.loss.name}: a KL estimate needs reference log-probs")
+    return torch.stack([(policy - ref).double().sum(), torch.tensor(len(pairs), device=run.device, dtype=torch.float64)])

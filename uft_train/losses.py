@@ -19,6 +19,7 @@ loss forces a device sync.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +92,7 @@ def kto(
     desirable rows `w_d * (1 - sigmoid(beta * (lr - kl)))`, others `w_u * (1 - sigmoid(beta * (kl - lr)))`.
 
     `desirable` is a bool `[B]` (sft rows true; binary and pairwise rows by `label`). `kl` is the
-    step's scalar reference point from `kto_kl_estimate`; it is detached here, as in the paper and
+    step's scalar reference point from `kto_kl`; it is detached here, as in the paper and
     TRL, so no gradient flows through it.
     """
     dtype = _check_logps("kto", policy_logps=policy_logps, ref_logps=ref_logps)
@@ -102,7 +103,7 @@ def kto(
     kl = torch.as_tensor(kl, dtype=dtype, device=policy_logps.device).detach()
     if kl.ndim != 0:
         raise ValueError(f"kto: kl must be a scalar tensor (got shape {tuple(kl.shape)}); expected shape (). "
-                         "Compute it once per step with kto_kl_estimate.")
+                         "Compute it once per step with kto_kl.")
     log_ratio = policy_logps.to(dtype) - ref_logps.detach().to(dtype)
     # 1 - sigmoid(x) is written sigmoid(-x): the same value without cancellation when sigmoid(x) -> 1.
     desirable_terms = desirable_weight * torch.sigmoid(beta * (kl - log_ratio))
@@ -110,20 +111,23 @@ def kto(
     return torch.where(desirable, desirable_terms, undesirable_terms)
 
 
-def kto_kl_estimate(mismatched_policy_logps: Tensor, mismatched_ref_logps: Tensor) -> Tensor:
-    """KTO's reference point: `clamp(mean(logp(y_j|x_i) - logp_ref(y_j|x_i)), min=0)`, detached, shape `()`.
+def kto_kl(log_ratio_sum: Tensor, count: Tensor) -> Tensor:
+    """KTO's reference point, `max(0, log_ratio_sum / count)`, detached, shape `()`.
 
-    The inputs are the log-probs of each row's completion under its derangement partner's prompt,
-    for the whole optimizer step (gathered over micro-batches and ranks): the clamp applies to the
-    global mean, which the mean of per-micro-batch clamped means is not.
+    `log_ratio_sum` is the sum of `logp(y_j|x_i) - logp_ref(y_j|x_i)` over the mismatched rows (each
+    prompt with its derangement partner's completion) of the whole optimizer step, and `count` their
+    number, both gathered over micro-batches and summed over ranks before this is called: the clamp
+    applies to the global mean, which the mean of per-micro-batch clamped means is not.
     """
-    dtype = _check_logps("kto_kl_estimate", mismatched_policy_logps=mismatched_policy_logps,
-                         mismatched_ref_logps=mismatched_ref_logps)
-    if mismatched_policy_logps.numel() == 0:
-        raise ValueError("kto_kl_estimate: no mismatched pairs (got 0 rows); expected at least 1. "
+    if log_ratio_sum.shape != () or count.shape != ():
+        raise ValueError(f"kto_kl: log_ratio_sum and count must be scalars (got shapes {tuple(log_ratio_sum.shape)} "
+                         f"and {tuple(count.shape)})")
+    if not log_ratio_sum.is_floating_point():
+        raise ValueError(f"kto_kl: log_ratio_sum is not floating point (got {log_ratio_sum.dtype})")
+    if not float(count) > 0:
+        raise ValueError(f"kto_kl: no mismatched rows (got count {float(count):g}); expected at least 1. "
                          "KTO needs a global batch of at least 2.")
-    log_ratio = mismatched_policy_logps.detach().to(dtype) - mismatched_ref_logps.detach().to(dtype)
-    return log_ratio.mean().clamp(min=0)
+    return (log_ratio_sum.detach() / count.detach().to(log_ratio_sum.dtype)).clamp(min=0)
 
 
 def sft(policy_logps: Tensor, n_tokens: Tensor) -> Tensor:
@@ -167,3 +171,77 @@ def _check_shape(where: str, name: str, tensor: Tensor, *, like: Tensor, like_na
 def _target(where: str, name: str, tensor: Tensor, *, like: Tensor, dtype: torch.dtype) -> Tensor:
     _check_shape(where, name, tensor, like=like)
     return tensor.detach().to(dtype)
+
+
+# --- one-stage alternatives: a pair term per pair, an NLL term per sft row of the same mixture -------
+
+
+def orpo(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    chosen_n_tokens: Tensor,
+    rejected_n_tokens: Tensor,
+    *,
+    orpo_lambda: float,
+) -> Tensor:
+    """ORPO (Hong et al. 2024), one term per pair and no reference: the chosen answer's mean token NLL
+    plus `orpo_lambda * -logsigmoid(log_odds(chosen) - log_odds(rejected))`.
+
+    `log_odds(y) = m - log(1 - exp(m))` with `m = logp(y|x) / |y|`, the mean token log-prob (the paper's
+    length-normalised P(y|x)); `log(1 - exp(m))` is computed stably (`_log1mexp`). TRL's ORPOTrainer
+    computes the same odds-ratio term; its NLL is one token mean over the batch's chosen sequences
+    (prompt tokens included), where this is each pair's own completion mean, so that a step's loss is
+    a mean of terms like every other loss's.
+    """
+    dtype = _check_logps("orpo", policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
+    chosen = _per_token("orpo", "chosen_n_tokens", policy_chosen_logps, chosen_n_tokens, dtype)
+    rejected = _per_token("orpo", "rejected_n_tokens", policy_rejected_logps, rejected_n_tokens, dtype)
+    log_odds = (chosen - rejected) - (_log1mexp(chosen) - _log1mexp(rejected))
+    return -chosen - orpo_lambda * F.logsigmoid(log_odds)
+
+
+def orpo_row(policy_logps: Tensor, n_tokens: Tensor) -> Tensor:
+    """orpo's term for an sft row outside a pair: its mean token NLL, `-logp(y|x) / |y|`, weighted 1 as
+    the chosen answer's NLL in orpo's pair term (an instruction row is a chosen answer without a rival)."""
+    dtype = _check_logps("orpo_row", policy_logps=policy_logps)
+    return -_per_token("orpo_row", "n_tokens", policy_logps, n_tokens, dtype)
+
+
+def dpo_nll(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    chosen_n_tokens: Tensor,
+    *,
+    beta: float,
+    nll_alpha: float,
+) -> Tensor:
+    """DPO with an NLL term on the chosen answer (RPO, Pang et al. 2024; TRL's `loss_type=["sigmoid",
+    "sft"]`, LLaMA-Factory's `pref_ftx`), one term per pair: `dpo(...) + nll_alpha * -logp(chosen) / |chosen|`.
+
+    The NLL is each pair's own completion mean (TRL's `sft` term is one token mean over the batch's
+    chosen completions: equal where the chosen completions have equal lengths).
+    """
+    dpo_terms = dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta)
+    nll = -_per_token("dpo_nll", "chosen_n_tokens", policy_chosen_logps, chosen_n_tokens, dpo_terms.dtype)
+    return dpo_terms + nll_alpha * nll
+
+
+def dpo_nll_row(policy_logps: Tensor, n_tokens: Tensor, *, nll_alpha: float) -> Tensor:
+    """dpo_nll's term for an sft row outside a pair: `nll_alpha * -logp(y|x) / |y|`, the weight the
+    chosen answer's NLL has in dpo_nll's pair term."""
+    dtype = _check_logps("dpo_nll_row", policy_logps=policy_logps)
+    return -nll_alpha * _per_token("dpo_nll_row", "n_tokens", policy_logps, n_tokens, dtype)
+
+
+def _per_token(where: str, name: str, logps: Tensor, n_tokens: Tensor, dtype: torch.dtype) -> Tensor:
+    """`logps / n_tokens`, the mean token log-prob; a count below 1 is taken as 1 (as TRL clamps it)."""
+    _check_shape(where, name, n_tokens, like=logps, like_name="the log-probs")
+    return logps.to(dtype) / n_tokens.detach().clamp(min=1).to(dtype)
+
+
+def _log1mexp(x: Tensor) -> Tensor:
+    """`log(1 - exp(x))` for `x <= 0` without cancellation: `log(-expm1(x))` above `-ln 2`, where
+    `exp(x)` is near 1, and `log1p(-exp(x))` below it, where `exp(x)` is small (Maechler 2012)."""
+    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))

@@ -139,10 +139,33 @@ def add_adapter(model: PreTrainedModel, recipe: Recipe, *, implicit_reward: bool
     )
     with quiet_peft():
         peft_model = get_peft_model(model, config)
+    if implicit_reward:
+        disable_dropout(peft_model)
     if recipe.model.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable()
         peft_model.enable_input_require_grads()
     return peft_model
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Every dropout of `model` set to 0: `nn.Dropout` modules, the dropout probabilities modules keep
+    as attributes (Llama's attention reads `self.attention_dropout` in train mode) and those of its
+    configs, as TRL's `disable_dropout_in_model` does for the modules.
+
+    Losses with a reference need it: the policy and the online reference run in train mode and the
+    cached reference in eval mode, so any dropout left on makes the implicit reward nonzero at step 0
+    and the two references disagree. Mistral, Qwen2 and Llama configs ship 0.0; other bases may not."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for holder in (module, getattr(module, "config", None)):
+            for name, value in list(vars(holder).items()) if holder is not None else ():
+                if _is_dropout(name, value):
+                    setattr(holder, name, 0.0)
+
+
+def _is_dropout(name: str, value: object) -> bool:
+    return name.endswith(("dropout", "_pdrop", "dropout_rate", "dropout_prob")) and isinstance(value, float) and value != 0.0
 
 
 def unwrapped(model: torch.nn.Module) -> torch.nn.Module:

@@ -30,7 +30,7 @@ from uft_train.checkpoint import check_resume, latest_checkpoint, load_checkpoin
 from uft_train.config import Recipe, RecipeError, data_path, recipe_to_yaml
 from uft_train.data import PROMPT_TRUNCATED, Example, check_kinds, read_split, tokenize_split
 from uft_train.errors import TrainError
-from uft_train.kl import kto_kl
+from uft_train.kl import eval_kto_kl, kto_kl
 from uft_train.loss_table import get_loss, pairs_as_one_term
 from uft_train.model import add_adapter, load_tokenizer_and_model, model_identity
 from uft_train.objective import micro_batch_terms
@@ -119,7 +119,7 @@ def evaluate(run: Run) -> tuple[dict[str, float], torch.Tensor | None]:
     stats = StepStats()
     cfg = run.recipe.loss
     units = make_units(run.test, pairs_as_one_term=pairs_as_one_term(cfg.name, cfg.pairwise))
-    kl = torch.zeros((), device=run.device) if run.spec.needs_kl else None
+    kl = eval_kto_kl(run) if run.spec.needs_kl else None
     order: list[int] = []
     rewards: list[torch.Tensor] = []
     for micro in chunk_units(units, run.recipe.train.micro_batch_size):
@@ -131,7 +131,8 @@ def evaluate(run: Run) -> tuple[dict[str, float], torch.Tensor | None]:
             order += micro.rows
             rewards.append(terms.rewards.float().cpu())
     n_terms = stats.tokens_completion if run.spec.denominator == "tokens" else sum(u.terms for u in units)
-    metrics = {"eval/loss": stats.loss_sum / max(1, n_terms), **{f"eval/{k}": v for k, v in stats.by_kind().items()}}
+    metrics = {"eval/loss": stats.loss_sum / max(1, n_terms), **{f"eval/{k}": v for k, v in stats.by_kind().items()},
+               **({"eval/kto_kl": float(kl)} if kl is not None else {})}
     if not rewards:
         return metrics, None
     by_example = torch.empty(len(run.test), dtype=torch.float32)

@@ -92,7 +92,8 @@ def read_index(f: InputFile, part: int, rejects: Rejects) -> pl.DataFrame:
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)  # a record batch converts to a frame, a column to a Series
         bad = schema.row_problems(frame)  # its `row` is the position in this batch
-        for row, column, problem in bad.iter_rows():
+        # One reject per row (its first problem): a row with two problems is one row lost, not two.
+        for row, column, problem in bad.unique("row", keep="first", maintain_order=True).iter_rows():
             rejects.reject(RecordError(f.where(start + row), column, problem), {"id": frame["id"][row]})
         frame = frame.with_columns(row=pl.int_range(start, start + batch.num_rows, dtype=pl.Int64), tie=_tie(frame))
         blocks.append(frame.filter(~pl.col("row").is_in((bad["row"] + start).implode())).select(*INDEX_COLUMNS, "row"))

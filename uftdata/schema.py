@@ -114,6 +114,9 @@ def row_problems(frame: pl.DataFrame) -> pl.DataFrame:
             ).fill_null(False),
         ),
         ("score", "is null, NaN or outside [0, 1]", ~pl.col("score").is_between(0.0, 1.0).fill_null(False)),
+        # UFT Eq. 7: instruction data is feedback with score 1; una_* train sft rows toward their score.
+        ("score", "must be 1 on sft rows (instruction data is feedback with score 1)",
+         ((pl.col("kind") == "sft") & (pl.col("score") != 1.0)).fill_null(False)),
         ("kind", f"is not one of {KINDS}", ~pl.col("kind").is_in(KINDS).fill_null(False)),
         (
             "label",
