@@ -15,7 +15,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from uft_train import cli
 from uft_train.config import recipe_from_mapping
+from uft_train.data import Example
 from uft_train.model import add_adapter, reference, sequence_logps
+from uft_train.objective import Terms
+from uft_train.stats import StepStats
 from uft_train.tokenizer import build_tokenizer
 from uftdata import schema
 
@@ -104,3 +107,19 @@ def test_targets_are_checked_where_the_trainer_reads_them(tmp_path: Path, rows: 
     assert len(err.splitlines()) == 1
     assert f"rows.parquet: row {bad} (id {rows[bad]['id']}): field '{field}'" in err and what in err
     assert not (tmp_path / "run").exists()
+
+
+def test_per_kind_loss_is_in_the_step_loss_unit() -> None:
+    """sft's step loss is summed NLL per completion token: two rows of 3 and 5 completion tokens with
+    summed NLLs 6 and 10 give loss/sft = 16 / 8 = 2.0 (before: 8.0, the mean per row); a loss whose
+    denominator is terms keeps the mean per term."""
+    def example(kind: str, completion: int) -> Example:
+        return Example(0, kind, 1.0, None, None, "g", tuple(range(2 + completion)), 2, "i", "s")
+
+    rows = [example("sft", 3), example("sft", 5)]
+    terms = Terms(torch.tensor([6.0, 10.0]), ("sft", "sft"), None, ())
+    stats = StepStats()
+    stats.add(terms, rows)
+    assert stats.by_kind("tokens") == {"loss/sft": 2.0}
+    assert stats.by_kind("terms") == {"loss/sft": 8.0}
+    assert stats.loss_sum / stats.tokens_completion == 2.0  # the step loss of sft, the same unit

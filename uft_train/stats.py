@@ -18,10 +18,11 @@ from uft_train.objective import Terms
 from uftdata.schema import KINDS
 
 # loss: sum of terms; pairs_correct / pairs: pairs whose chosen row has the higher reward / pairs;
-# per kind: loss/<kind> over terms/<kind> terms, reward/<kind> over rewarded/<kind> rows.
+# per kind: loss/<kind> over terms/<kind> terms (or over completion/<kind> tokens, for a loss whose
+# denominator is tokens), reward/<kind> over rewarded/<kind> rows.
 STAT_KEYS: tuple[str, ...] = (
     "loss", "tokens", "tokens_completion", "padded", "pairs_correct", "pairs",
-    *(f"{name}/{kind}" for kind in KINDS for name in ("loss", "terms", "reward", "rewarded")),
+    *(f"{name}/{kind}" for kind in KINDS for name in ("loss", "terms", "completion", "reward", "rewarded")),
 )
 
 
@@ -43,6 +44,8 @@ class StepStats:
                 self.sums[f"rewarded/{example.kind}"] += 1
         self.sums["pairs_correct"] += sum(terms.pair_correct)
         self.sums["pairs"] += len(terms.pair_correct)
+        for example in examples:
+            self.sums[f"completion/{example.kind}"] += example.completion_len
         lengths = [len(e.input_ids) for e in examples]
         self.sums["tokens"] += sum(lengths)
         self.sums["tokens_completion"] += sum(e.completion_len for e in examples)
@@ -72,10 +75,13 @@ class StepStats:
     def padding_share(self) -> float:
         return self.sums["padded"] / max(1, self.sums["tokens"] + self.sums["padded"])
 
-    def by_kind(self) -> dict[str, float]:
-        """Mean loss per term and mean reward per row of each kind that has any, and pair accuracy."""
+    def by_kind(self, denominator: str = "terms") -> dict[str, float]:
+        """Each kind's loss in the step loss's unit (per term, or per completion token when the loss's
+        `denominator` is tokens, so `loss` is their weighted mean), mean reward per row of each kind
+        that has any, and pair accuracy."""
         out: dict[str, float] = {}
-        for mean, count in (("loss", "terms"), ("reward", "rewarded")):
+        per_loss = "completion" if denominator == "tokens" else "terms"
+        for mean, count in (("loss", per_loss), ("reward", "rewarded")):
             for kind in sorted(KINDS):
                 if self.sums[f"{count}/{kind}"]:
                     out[f"{mean}/{kind}"] = self.sums[f"{mean}/{kind}"] / self.sums[f"{count}/{kind}"]

@@ -95,7 +95,7 @@ def train_step(run: Run, batch: GlobalBatch, step: int) -> dict[str, float]:
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return {"loss": loss, "grad_norm": float(grad_norm), "lr": lr,
-            "tokens": stats.tokens, "padding_share": stats.padding_share(), **stats.by_kind(), **(
+            "tokens": stats.tokens, "padding_share": stats.padding_share(), **stats.by_kind(run.spec.denominator), **(
                 {"kto_kl": float(kl)} if kl is not None else {})}
 
 
@@ -131,7 +131,7 @@ def evaluate(run: Run) -> tuple[dict[str, float], torch.Tensor | None]:
             order += micro.rows
             rewards.append(terms.rewards.float().cpu())
     n_terms = stats.tokens_completion if run.spec.denominator == "tokens" else sum(u.terms for u in units)
-    metrics = {"eval/loss": stats.loss_sum / max(1, n_terms), **{f"eval/{k}": v for k, v in stats.by_kind().items()},
+    metrics = {"eval/loss": stats.loss_sum / max(1, n_terms), **{f"eval/{k}": v for k, v in stats.by_kind(run.spec.denominator).items()},
                **({"eval/kto_kl": float(kl)} if kl is not None else {})}
     if not rewards:
         return metrics, None
