@@ -95,6 +95,8 @@ def test_kto_kl_by_hand() -> None:
     assert_close(kto_kl(torch.tensor(0.5) + torch.tensor(0.5), torch.tensor(1) + torch.tensor(2)), torch.tensor(1 / 3))
     assert kto_kl(torch.tensor(1.0, dtype=torch.float64), torch.tensor(3.0, dtype=torch.float64)).dtype == torch.float64
     assert kto_kl(torch.tensor(1.0), torch.tensor(3)).shape == ()
+    assert_close(kto_kl(torch.tensor(1.5), 2), torch.tensor(0.75))  # a plain int count: 1.5 / 2
+    assert_close(kto_kl(torch.tensor(-1e-3), 4), torch.tensor(0.0))  # slightly negative: still 0
 
 
 def test_sft_is_summed_nll() -> None:
@@ -242,6 +244,8 @@ def call(name: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> 
         "kto": lambda: [policy, ref, torch.tensor([True, False], device=device),
                         torch.tensor(0.2, dtype=torch.float64, device=device)],
         "sft": lambda: [policy, torch.tensor([2, 4], device=device)],
+        "orpo": lambda: [policy, x(-7.0, -9.0), torch.tensor([2, 4], device=device), torch.tensor([3, 5], device=device)],
+        "dpo_nll": lambda: [policy, x(-7.0, -9.0), ref, x(-6.0, -8.0), torch.tensor([2, 4], device=device)],
     }
     args = inputs[name]()
     return args, spec.function()(*args, **hyper)
@@ -295,6 +299,8 @@ def test_shape_mistakes_are_errors() -> None:
         implicit_reward(torch.tensor([1, 2]), policy, beta=0.1)
     with pytest.raises(ValueError, match="kto_kl: no mismatched rows"):
         kto_kl(torch.tensor(0.0), torch.tensor(0))
+    with pytest.raises(ValueError, match=r"kto_kl: no mismatched rows \(got count 0\)"):
+        kto_kl(torch.tensor(0.0), 0)
     with pytest.raises(ValueError, match="kto_kl: log_ratio_sum and count must be scalars"):
         kto_kl(t(1.0, 2.0), torch.tensor(2))
 
@@ -310,8 +316,10 @@ def test_table_names_kinds_and_references() -> None:
         "dpo": {"pairwise"},
         "kto": {"sft", "binary", "pairwise"},
         "sft": {"sft"},
+        "orpo": {"sft", "pairwise"},
+        "dpo_nll": {"sft", "pairwise"},
     }
-    assert [name for name, spec in LOSSES.items() if not spec.needs_reference] == ["sft"]
+    assert [name for name, spec in LOSSES.items() if not spec.needs_reference] == ["sft", "orpo"]
     assert [name for name, spec in LOSSES.items() if spec.needs_kl] == ["kto"]
 
 
@@ -319,32 +327,44 @@ def test_table_names_kinds_and_references() -> None:
 def test_table_entry_matches_its_function(name: str) -> None:
     """The dotted name resolves (importlib) to a function whose positional arguments are the entry's
     `inputs`, all supplied by the objective, and whose keyword-only ones its hyperparameters, each a
-    `loss.*` key whose recipe default is the entry's."""
+    `loss.*` key, null in the recipe, that resolves to the entry's default; the same for its row term.
+    Every key a function it calls takes is among the loss's hyperparameters (resolved for it)."""
     spec = LOSSES[name]
-    module, _, attribute = spec.fn.rpartition(".")
-    fn = getattr(importlib.import_module(module), attribute)
-    assert spec.function() is fn and fn.__name__ == name
-    params = inspect.signature(fn).parameters.values()
-    assert spec.inputs == tuple(p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    assert tuple(spec.hyperparameters) == tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
-    assert all(p.default is inspect.Parameter.empty for p in params)  # defaults live in the table, not here
-    assert set(spec.inputs) <= (PAIR_INPUTS if spec.term == "pair" else ROW_INPUTS)
+    assert spec.function().__name__ == name and get_loss(name) is spec
+    for part, term in ((spec, spec.term), (spec.rows, "row")):
+        if part is None:
+            continue
+        module, _, attribute = part.fn.rpartition(".")
+        fn = getattr(importlib.import_module(module), attribute)
+        assert part.function() is fn
+        params = inspect.signature(fn).parameters.values()
+        assert part.inputs == tuple(p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        assert tuple(part.hyperparameters) == tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+        assert all(p.default is inspect.Parameter.empty for p in params)  # defaults live in the table, not here
+        assert set(part.inputs) <= (PAIR_INPUTS if term == "pair" else ROW_INPUTS)
+        assert part.hyperparameters.items() <= spec.hyperparameters.items()
     assert spec.needs_reference == any(i.startswith("ref_") for i in spec.inputs)
     assert spec.needs_kl == ("kl" in spec.inputs)
     defaults = {f.name: f.default for f in dataclasses.fields(LossConfig)}
-    assert all(defaults[key] == value for key, value in spec.hyperparameters.items())
+    assert all(defaults[key] is None for key in spec.hyperparameters)  # null: the loss's default
+    resolved = LossConfig(name=name).resolved()  # type: ignore[arg-type]
+    assert all(getattr(resolved, key) == value for key, value in spec.hyperparameters.items())
+    for pair in filter(None, (pair_loss(name, choice) for choice in spec.pairwise)):
+        assert pair.hyperparameters.keys() <= spec.hyperparameters.keys()
     assert spec.denominator == ("tokens" if name == "sft" else "terms")
-    assert get_loss(name) is spec
 
 
 def test_which_loss_gives_row_and_pair_terms() -> None:
-    """dpo: one term per pair; una_* with loss.pairwise: dpo too, else two row terms; the rest rows."""
-    assert pair_loss("dpo", "rows") is LOSSES["dpo"] and row_loss("dpo") is None
+    """dpo, orpo, dpo_nll: one term per pair; una_* too with loss.pairwise null or dpo, two row terms
+    with rows; orpo's and dpo_nll's rows outside pairs their NLL row term; the rest rows."""
+    assert pair_loss("dpo", None) is LOSSES["dpo"] and row_loss("dpo") is None
     for name in ("una_mse", "una_bce"):
-        assert pair_loss(name, "dpo") is LOSSES["dpo"] and pair_loss(name, "rows") is None
+        assert pair_loss(name, None) is pair_loss(name, "dpo") is LOSSES["dpo"] and pair_loss(name, "rows") is None
         assert row_loss(name) is LOSSES[name]
-    assert [n for n in LOSSES if pairs_as_one_term(n, "rows")] == ["dpo"]
-    assert [n for n in LOSSES if pairs_as_one_term(n, "dpo")] == ["una_mse", "una_bce", "dpo"]
+    for name in ("orpo", "dpo_nll"):
+        assert pair_loss(name, None) is LOSSES[name] and row_loss(name) is LOSSES[name].rows is not None
+    assert [n for n in LOSSES if pairs_as_one_term(n, "rows")] == ["dpo", "orpo", "dpo_nll"]
+    assert [n for n in LOSSES if pairs_as_one_term(n, None)] == ["una_mse", "una_bce", "dpo", "orpo", "dpo_nll"]
 
 
 def test_table_is_read_only() -> None:

@@ -21,6 +21,7 @@ import yaml
 
 from uft_train import cli
 from uft_train.config import (
+    SCHEMA,
     LossName,
     Recipe,
     RecipeError,
@@ -30,12 +31,13 @@ from uft_train.config import (
     recipe_help,
     recipe_to_dict,
     recipe_to_yaml,
+    resolved,
     with_overrides,
 )
 from uft_train.loss_table import LOSSES
 from uftdata.errors import UftDataError
 from uftdata.mixspec import load_recipe_mixture
-from uftdata.strict import field_docs
+from uftdata.strict import field_docs, to_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -66,8 +68,9 @@ def test_every_recipe_loads_and_round_trips(path: Path) -> None:
     recipe = load_recipe(path)
     assert load_recipe_mixture(path) == recipe.mixture  # `uftdata mix RECIPE` reads the same section
     assert data_path(recipe) == Path(recipe.mixture.out)
-    assert recipe_from_mapping(recipe_to_dict(recipe), "again") == recipe
-    assert recipe_from_mapping(yaml.safe_load(recipe_to_yaml(recipe)), "again") == recipe
+    assert recipe_from_mapping(recipe_to_dict(recipe), "again") == resolved(recipe) == resolved(resolved(recipe))
+    assert recipe_from_mapping(yaml.safe_load(recipe_to_yaml(recipe)), "again") == resolved(recipe)
+    assert recipe_from_mapping(to_mapping(SCHEMA, recipe), "again") == recipe  # as written: nulls stay null
 
 
 def test_recipes_hold_the_paper_defaults() -> None:
@@ -160,7 +163,7 @@ def test_numbers_are_read_as_numbers() -> None:
 
 def test_bad_literal_lists_the_allowed_values() -> None:
     (line,) = problems_of(with_mixture(loss={"name": "dpoo"}))
-    assert line == ("r.yaml: loss.name: is not allowed (got 'dpoo'); expected one of una_mse, una_bce, dpo, kto, sft. "
+    assert line == ("r.yaml: loss.name: is not allowed (got 'dpoo'); expected one of una_mse, una_bce, dpo, kto, sft, orpo, dpo_nll. "
                     "Did you mean dpo?")
 
 
@@ -183,6 +186,9 @@ def test_bad_literal_lists_the_allowed_values() -> None:
     ({"lora": {"dropout": 0.1}}, "r.yaml: lora.dropout: must be 0 for una_mse"),
     ({"loss": {"name": "sft", "reference": "precompute"}}, "r.yaml: loss.reference: sft has no reference model"),
     ({"loss": {"name": "kto", "pairwise": "dpo"}}, "r.yaml: loss.pairwise: applies to una_mse and una_bce only, not kto"),
+    ({"loss": {"name": "dpo", "pairwise": "rows"}},
+     "r.yaml: loss.pairwise: applies to una_mse and una_bce only, not dpo (got 'rows'); expected null. Remove loss.pairwise"),
+    ({"loss": {"name": "orpo", "orpo_lambda": 0}}, "r.yaml: loss.orpo_lambda: must be > 0 (got 0.0)."),
     ({"loss": {"name": "dpo"}, "data": {"kinds": ["pairwise", "sft"]}},
      "r.yaml: data.kinds: sft rows are not trained by dpo (got ['pairwise', 'sft']); expected kinds among pairwise."),
     ({"data": {"kinds": ["chat"]}}, "r.yaml: data.kinds: has an unknown kind 'chat'"),
@@ -280,16 +286,45 @@ def test_every_field_has_a_doc_and_appears_in_help() -> None:
         assert set(docs) == {f.name for f in fields(cls)}, cls.__name__
         assert all(docs.values()), cls.__name__
     text = recipe_help()
-    assert "  loss.beta: float = 0.01\n      beta of the implicit reward" in text
-    assert "  loss.name: una_mse | una_bce | dpo | kto | sft = una_mse" in text
+    assert "  loss.beta: float or null = null\n      beta of the implicit reward" in text
+    assert "  loss.pairwise: rows | dpo or null = null\n" in text
+    assert text.endswith("\n  una_mse: beta 0.01, pairwise dpo\n  una_bce: beta 0.01, pairwise dpo\n  dpo: beta 0.1\n"
+                         "  kto: beta 0.1, desirable_weight 1, undesirable_weight 1\n  sft: none\n"
+                         "  orpo: orpo_lambda 0.1\n  dpo_nll: beta 0.1, nll_alpha 1")
+    assert "  loss.name: una_mse | una_bce | dpo | kto | sft | orpo | dpo_nll = una_mse" in text
 
 
 def test_the_recipe_reads_the_loss_table() -> None:
-    """loss.name's values and the loss.* defaults are the loss table's (uft_train.loss_table, torch-free)."""
+    """loss.name's values and the loss.* defaults are the loss table's (uft_train.loss_table, torch-free):
+    null in the recipe, each loss's own once resolved (una_* beta 0.01; dpo, kto, dpo_nll 0.1)."""
     assert typing.get_args(LossName) == tuple(LOSSES)
-    defaults = Recipe().loss
+    base = recipe_from_mapping(with_mixture(), "r.yaml")
     for name, spec in LOSSES.items():
-        assert all(getattr(defaults, key) == value for key, value in spec.hyperparameters.items()), name
+        loss = with_overrides(base, [f"loss.name={name}"]).loss
+        assert all(getattr(loss, key) is None for key in spec.hyperparameters), name
+        assert all(getattr(loss.resolved(), key) == value for key, value in spec.hyperparameters.items()), name
+    assert [resolved(with_overrides(base, [f"loss.name={n}"])).loss.beta for n in LOSSES] == [
+        0.01, 0.01, 0.1, 0.1, None, None, 0.1]
+
+
+def test_overrides_of_loss_name_take_the_new_loss_defaults() -> None:
+    """A recipe's null keys stay null through with_overrides, so switching the loss switches defaults;
+    a value the recipe sets stays, and keys the new loss does not use resolve to null."""
+    una = recipe_from_mapping(with_mixture(loss={"name": "una_mse"}), "r.yaml")
+    assert (resolved(una).loss.beta, resolved(una).loss.pairwise) == (0.01, "dpo")
+    kto = with_overrides(una, ["loss.name=kto"])  # pairwise was null: no error for kto
+    assert (resolved(kto).loss.beta, resolved(kto).loss.pairwise, resolved(kto).loss.desirable_weight) == (0.1, None, 1.0)
+    orpo = resolved(with_overrides(una, ["loss.name=orpo", "loss.beta=0.3"]))
+    assert (orpo.loss.beta, orpo.loss.orpo_lambda) == (None, 0.1)
+
+
+def test_pairwise_rows_only_where_the_mixture_holds_pairs() -> None:
+    """Recipes whose mixtures hold no pairs (UltraChat + HelpSteer2 ratings) do not set loss.pairwise;
+    each recipe sets beta where it relies on the papers' value (0.01 UFT, 0.03 second stages)."""
+    for path in sorted((ROOT / "recipes").rglob("*.yaml")):
+        loss = yaml.safe_load(path.read_text(encoding="utf-8")).get("loss", {"name": "sft"})
+        assert "pairwise" not in loss, path.name
+        assert "beta" in loss or loss["name"] == "sft", path.name
 
 
 # --- the CLI ------------------------------------------------------------------------------------------
@@ -427,7 +462,7 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main([], capsys)
     assert code == 2 and err.splitlines()[-1] == "uft-train: error: the recipe is required (see recipes/)"
     code, out, _ = run_main(["--help"], capsys)
-    assert code == 0 and "loss.beta: float = 0.01" in out and "--dry-run" in out
+    assert code == 0 and "loss.beta: float or null = null" in out and "  dpo: beta 0.1" in out and "--dry-run" in out
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

@@ -57,7 +57,8 @@ def test_a_batch_the_ranks_cannot_share_is_refused_before_training(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The recipe loader checks the sizes for one process; train() checks them for the world size."""
     monkeypatch.setattr(train_module, "setup_distributed", lambda: (0, 3))
-    recipe = tiny_recipe(tmp_path / "mix", tmp_path / "run")  # refused before the data is read
+    # pairs as two row terms: each rank needs a whole pair; refused before the data is read
+    recipe = tiny_recipe(tmp_path / "mix", tmp_path / "run", "loss.pairwise=rows")
     with pytest.raises(RecipeError) as info:
         train(recipe)
     assert info.value.problems == ("torchrun with 3 processes: train.batch_size must be at least 6 (got 4): each "

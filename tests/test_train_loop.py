@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import uft_train.train as train_module
 from uft_train import cli
 from uft_train.batching import GlobalBatch, collate
-from uft_train.config import Recipe, load_recipe, recipe_from_mapping, recipe_to_yaml, with_overrides
+from uft_train.config import Recipe, load_recipe, recipe_from_mapping, recipe_to_yaml, resolved, with_overrides
 from uft_train.data import Example
 from uft_train.errors import TrainError
 from uft_train.kl import derangement, swap_completion
@@ -137,7 +137,7 @@ def test_a_run_moves_lora_keeps_the_base_and_writes_its_files(loss: str, mixture
     recipe = tiny_recipe(mixture, tmp_path / "run", f"loss.name={loss}", *LOSS_KINDS[loss])
     run_dir = train(recipe)
     assert files(run_dir) == (RUN_FILES - {"eval_predictions.parquet"} if loss in NO_PREDICTIONS else RUN_FILES)
-    assert load_recipe(run_dir / "recipe.yaml") == recipe
+    assert load_recipe(run_dir / "recipe.yaml") == resolved(recipe)  # the run folder keeps the resolved recipe
     assert json.loads((run_dir / "data.json").read_text())["total_steps"] == 3
 
     metrics = read_metrics(run_dir)
@@ -179,8 +179,8 @@ def test_a_run_moves_lora_keeps_the_base_and_writes_its_files(loss: str, mixture
 def test_policy_equals_reference_at_step_0(mixture: Path, tmp_path: Path, runs: list[Run]) -> None:
     """LoRA B starts at zero and dropout is off, so r = beta * (logp_policy - logp_ref) = 0 exactly
     for every row: step 1's rewards are 0 and its loss is the loss at r = 0 (sigmoid(r) = 0.5):
-    una_mse = mean((0.5 - score)^2) over the batch's rows."""
-    run_dir = train(tiny_recipe(mixture, tmp_path / "run"))
+    una_mse = mean((0.5 - score)^2) over the batch's rows (pairs as rows, to count every row)."""
+    run_dir = train(tiny_recipe(mixture, tmp_path / "run", "loss.pairwise=rows"))
     first = read_metrics(run_dir)[0]
     rewards = {k: v for k, v in first.items() if k.startswith("reward/")}
     assert rewards and set(rewards.values()) == {0.0}

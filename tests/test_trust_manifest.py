@@ -193,7 +193,8 @@ def test_corpus_plain_parquet_with_a_bad_row(work: Path) -> None:
                                                      .otherwise("score").cast(pl.Float32)))
     before = snapshot(work)
     assert_one_line(*uft_train(["r.yaml", "data.path=rows.parquet"], work),
-                    "rows.parquet: row 5: field 'score': is null, NaN or outside [0, 1]", "uftdata inspect",
+                    f"rows.parquet: row 5 (id {rows['id'][5]}): field 'score': is null, NaN or outside [0, 1]",
+                    "uftdata inspect",
                     prog="uft-train")
     assert snapshot(work) == before and not (work / "run").exists()
 

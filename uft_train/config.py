@@ -11,6 +11,7 @@ docstring is its help (`uft-train --help`). Importing this module never imports 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import re
@@ -20,7 +21,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from uft_train.loss_table import LossName, get_loss, hyperparameter_keys, losses_where, shared_default
+from uft_train.loss_table import (
+    LossName,
+    Pairwise,
+    defaults_help,
+    get_loss,
+    hyperparameter_keys,
+    losses_where,
+    resolve,
+)
 from uftdata.mixspec import MixtureSpec, mixture_from_mapping, spec_to_mapping
 from uftdata.problems import Problem, RecipeError
 from uftdata.schema import KINDS
@@ -95,18 +104,38 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    """The loss and its hyperparameters. A null hyperparameter is the loss's own default (the loss
+    table's, listed at the end of `uft-train --help`); `resolved()` fills them in, and a run's
+    recipe.yaml and `--dry-run` show the resolved values."""
+
     name: LossName = "una_mse"
-    """una_mse (UFT/UNA score loss), una_bce (binary cross-entropy on the score), dpo, kto or sft."""
-    beta: float = shared_default("beta")  # the loss table's defaults (uft_train.loss_table)
-    """beta of the implicit reward r = beta * (logp_policy - logp_ref)."""
-    pairwise: Literal["rows", "dpo"] = "rows"
-    """una_* only: pairwise rows as two scored rows (`rows`) or one DPO term per pair (`dpo`)."""
-    desirable_weight: float = shared_default("desirable_weight")
-    """kto: weight of desirable rows."""
-    undesirable_weight: float = shared_default("undesirable_weight")
-    """kto: weight of undesirable rows."""
+    """una_mse (UFT/UNA score loss), una_bce (binary cross-entropy on the score), dpo, kto, sft, orpo (ORPO: NLL + odds ratio, no reference) or dpo_nll (DPO + NLL on the chosen answer, RPO)."""
+    beta: float | None = None
+    """beta of the implicit reward r = beta * (logp_policy - logp_ref); null = the loss's default (listed at the end of --help)."""
+    pairwise: Pairwise | None = None
+    """una_* only: each pair as one DPO term (`dpo`, UNA's pairwise case; null = this) or as two rows with targets 1 and 0 (`rows`, our extension); must stay null for other losses."""
+    desirable_weight: float | None = None
+    """kto: weight of desirable rows; null = the loss's default."""
+    undesirable_weight: float | None = None
+    """kto: weight of undesirable rows; null = the loss's default."""
+    orpo_lambda: float | None = None
+    """orpo: weight of the odds-ratio term against the chosen answer's NLL (ORPO's lambda, TRL ORPOConfig.beta); null = the loss's default."""
+    nll_alpha: float | None = None
+    """dpo_nll: weight of the chosen answer's mean token NLL (RPO's alpha; TRL loss_weights for "sft"); null = the loss's default."""
     reference: Literal["online", "precompute"] = "online"
     """Reference log-probs: `online` (adapter disabled, every step) or `precompute` (once, cached under $UFT_CACHE)."""
+
+    def resolved(self) -> LossConfig:
+        """This config with every null `loss.*` value the loss uses set to the loss's table default and
+        every one it does not use set to null (`loss_table.resolve`): what a run uses and records."""
+        return _resolved_loss(self)
+
+
+@functools.cache
+def _resolved_loss(cfg: LossConfig) -> LossConfig:
+    # Cached: the objective resolves the recipe's config on every micro-batch.
+    values = resolve(cfg.name, {f.name: getattr(cfg, f.name) for f in fields(cfg)})
+    return dataclasses.replace(cfg, **values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -197,8 +226,9 @@ def recipe_from_mapping(data: dict, where: str) -> Recipe:
 
 
 def with_overrides(recipe: Recipe, overrides: Sequence[str], where: str = "overrides") -> Recipe:
-    """`recipe` with `a.b=value` overrides applied, through the same loader (tests, sweeps)."""
-    return _with_overrides(recipe_to_dict(recipe), overrides, where)
+    """`recipe` with `a.b=value` overrides applied, through the same loader (tests, sweeps). Its null
+    `loss.*` values stay null, so that `loss.name=kto` gives kto's defaults, not the old loss's."""
+    return _with_overrides(to_mapping(SCHEMA, recipe), overrides, where)
 
 
 def _with_overrides(data: dict, overrides: Sequence[str], where: str) -> Recipe:
@@ -257,9 +287,9 @@ def _combination_checks(r: Recipe) -> Iterator[Check]:
     if spec.needs_kl and train.batch_size < 2:
         yield ("train.batch_size", f"{loss.name} needs a global batch of at least 2 (its KL term pairs each row "
                "with another row of the batch)", train.batch_size, ">= 2", "")
-    if loss.pairwise != "rows" and not spec.pairwise_option:
-        yield ("loss.pairwise", f"applies to {' and '.join(losses_where(lambda s: s.pairwise_option))} only, "
-               f"not {loss.name}", loss.pairwise, "rows", "")
+    if loss.pairwise is not None and not spec.pairwise:
+        yield ("loss.pairwise", f"applies to {' and '.join(losses_where(lambda s: bool(s.pairwise)))} only, "
+               f"not {loss.name}", loss.pairwise, "null", f"Remove loss.pairwise: {loss.name} has no choice.")
     if not spec.needs_reference and loss.reference == "precompute":
         yield ("loss.reference", f"{loss.name} has no reference model to precompute", loss.reference, "online", "")
     if spec.needs_reference and r.lora.dropout != 0:
@@ -311,9 +341,16 @@ def _get(obj: object, key: str) -> float | None:
 
 # --- the other direction, and help -----------------------------------------------------------------
 
+def resolved(recipe: Recipe) -> Recipe:
+    """`recipe` with its loss's null values resolved (`LossConfig.resolved`): what the run uses."""
+    return dataclasses.replace(recipe, loss=recipe.loss.resolved())
+
+
 def recipe_to_dict(recipe: Recipe) -> dict:
-    """A plain YAML-able mapping (tuples as lists) that `recipe_from_mapping` reads back to `recipe`."""
-    return to_mapping(SCHEMA, recipe)
+    """A plain YAML-able mapping (tuples as lists) of the resolved recipe, which `recipe_from_mapping`
+    reads back to `resolved(recipe)`: what a run folder and a checkpoint record and resume compares,
+    so a default that differs by loss is never stored as a null."""
+    return to_mapping(SCHEMA, resolved(recipe))
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:
@@ -333,5 +370,6 @@ def data_path(recipe: Recipe) -> Path:
 
 
 def recipe_help() -> str:
-    """Every recipe key with its type, default and docstring: the epilog of `uft-train --help`."""
-    return keys_help(Recipe)
+    """Every recipe key with its type, default and docstring, then each loss's defaults for the null
+    `loss.*` keys: the epilog of `uft-train --help`."""
+    return f"{keys_help(Recipe)}\n\nWhat a null loss.* key means, by loss.name (uft_train/loss_table.py):\n{defaults_help()}"

@@ -164,12 +164,31 @@ def _parquet(file: Path) -> pq.ParquetFile:
 
 
 def _read_files(files: Sequence[Path]) -> pl.DataFrame:
+    """The rows of `files`, in order, each file in the row schema and its targets valid."""
+    frames = []
     for file in files:
         problems = schema.schema_problems(_parquet(file).schema_arrow)
         if problems:
             raise UftDataError(str(file), "is not in the row schema", got="; ".join(problems),
                                expected="the columns of uftdata/schema.py", fix="Write it with a uftdata command.")
-    return pl.read_parquet(list(files), columns=list(COLUMNS))
+        frame = pl.read_parquet(file, columns=list(COLUMNS))
+        _check_targets(file, frame)
+        frames.append(frame)
+    return pl.concat(frames)
+
+
+def _check_targets(file: Path, frame: pl.DataFrame) -> None:
+    """Every row's target as its kind needs it (`schema.target_problems`: score in [0, 1] and 1 on
+    sft rows, UFT Eq. 7; label set exactly on binary and pairwise rows; pair_id on pairwise rows),
+    or an error naming the file, the first bad row (0-based in the file) with its id, and the field.
+    A plain file was checked row by row already; a mixture's rows are checked here."""
+    bad = schema.target_problems(frame)
+    if bad.height:
+        row, field, problem = bad.row(0)
+        more = bad["row"].n_unique() - 1
+        raise RecordError(f"{file}: row {row} (id {frame['id'][row]})", field,
+                          problem + (f" ({more} more bad row(s))" if more else ""),
+                          fix="Rebuild the mixture with today's `uftdata mix`, which refuses such rows, or fix the rows.")
 
 
 def check_kinds(rows: pl.DataFrame, allowed_kinds: Collection[str], keep: Collection[str] | None,

@@ -32,8 +32,14 @@ def derangement(n: int, *, seed: int) -> list[int]:
 def swap_completion(prompt_of: Example, completion_of: Example, *, max_length: int) -> Example:
     """`prompt_of`'s prompt tokens followed by `completion_of`'s completion tokens, the borrowed
     completion cut at its end so that the row keeps `data.max_length` (both rows obey it, their mix
-    need not). TRL's KTOTrainer builds its KL rows the same way (prompt i, completion j) and truncates
-    them with the same rule as matched rows, which for an overlong row keeps the completion's start.
+    need not). The prompt is kept whole: it already obeys `data.max_prompt_length`, which is below
+    `data.max_length`, so at least one completion token remains.
+
+    This is TRL's rule (TRL 1.16, `trl/trainer/kto_trainer.py`): `KTOTrainer` gives each row
+    `KL_completion_ids`, the completions rotated by one within a batch, and
+    `DataCollatorForUnpairedPreference.torch_call` builds `prompt_ids + KL_completion_ids` and cuts
+    it to `full_ids[: max_length]`, the same right truncation as its matched rows (`KTOConfig` has no
+    `max_prompt_length`); it never skips a KL row.
 
     Token-level splicing is exact because the rendered prompt is a token prefix of every row
     (tokenization drops rows where it is not)."""

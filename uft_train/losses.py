@@ -13,7 +13,7 @@ here, so a reference pass that forgot `torch.no_grad()` cannot leak into the upd
 Dtype: each loss computes in the promoted dtype of its log-prob arguments (float32 in, float32 out;
 bfloat16 in, bfloat16 out) and casts targets to it, so float64 scores from numpy do not silently turn
 a float32 loss into float64. Checks look only at shapes and dtypes, never at tensor values, so no
-loss forces a device sync.
+loss forces a device sync (`kto_kl`, once per step, checks its row count's value: its one sync).
 """
 
 from __future__ import annotations
@@ -111,14 +111,17 @@ def kto(
     return torch.where(desirable, desirable_terms, undesirable_terms)
 
 
-def kto_kl(log_ratio_sum: Tensor, count: Tensor) -> Tensor:
-    """KTO's reference point, `max(0, log_ratio_sum / count)`, detached, shape `()`.
+def kto_kl(log_ratio_sum: Tensor, count: Tensor | int) -> Tensor:
+    """KTO's reference point, `max(0, log_ratio_sum / count)`, detached, shape `()`, in
+    `log_ratio_sum`'s dtype.
 
     `log_ratio_sum` is the sum of `logp(y_j|x_i) - logp_ref(y_j|x_i)` over the mismatched rows (each
     prompt with its derangement partner's completion) of the whole optimizer step, and `count` their
     number, both gathered over micro-batches and summed over ranks before this is called: the clamp
-    applies to the global mean, which the mean of per-micro-batch clamped means is not.
+    applies to the global mean, which the mean of per-micro-batch clamped means is not. The loop
+    (`uft_train.kl`) calls it for training steps and for evaluation; nothing else computes the mean.
     """
+    count = torch.as_tensor(count, device=log_ratio_sum.device)
     if log_ratio_sum.shape != () or count.shape != ():
         raise ValueError(f"kto_kl: log_ratio_sum and count must be scalars (got shapes {tuple(log_ratio_sum.shape)} "
                          f"and {tuple(count.shape)})")

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from uft_train.config import ModelConfig, Recipe
 from uft_train.errors import TrainError
@@ -132,6 +132,12 @@ def quiet_peft() -> Iterator[None]:
 
 
 def add_adapter(model: PreTrainedModel, recipe: Recipe, *, implicit_reward: bool) -> PeftModel:
+    """`model` with a fresh LoRA adapter; with `implicit_reward` (the loss has a reference) every
+    dropout off, the adapter's and the base's (`disable_dropout`).
+
+    Done here, once the model is loaded and the adapter added (peft's modules exist) and before any
+    reference log-prob, online or cached, is computed: the trainer builds the run's model only here.
+    `sft` has no reference and keeps the base config's dropout (and `lora.dropout`)."""
     lora = recipe.lora
     config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.targets), bias="none", task_type="CAUSAL_LM",
@@ -154,18 +160,40 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
     Losses with a reference need it: the policy and the online reference run in train mode and the
     cached reference in eval mode, so any dropout left on makes the implicit reward nonzero at step 0
-    and the two references disagree. Mistral, Qwen2 and Llama configs ship 0.0; other bases may not."""
+    and the two references disagree. Mistral, Qwen2 and Llama configs ship 0.0; other bases may not.
+    The config is changed in memory only: a run's checkpoints fingerprint the base before the
+    adapter is added (`model_identity`), and `uft-train export` reloads the base as it ships."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-        for holder in (module, getattr(module, "config", None)):
-            for name, value in list(vars(holder).items()) if holder is not None else ():
-                if _is_dropout(name, value):
-                    setattr(holder, name, 0.0)
+        _zero_dropouts(module)
+        config = getattr(module, "config", None)
+        if isinstance(config, PretrainedConfig):
+            _zero_config_dropouts(config)
+
+
+def _zero_config_dropouts(config: PretrainedConfig) -> None:
+    """A config's dropouts and its sub-configs' (a multimodal model's `text_config`, ...)."""
+    _zero_dropouts(config)
+    for value in list(vars(config).values()):
+        if isinstance(value, PretrainedConfig):
+            _zero_config_dropouts(value)
+
+
+def _zero_dropouts(holder: object) -> None:
+    for name, value in list(vars(holder).items()):
+        if _is_dropout(name, value):
+            setattr(holder, name, 0.0)
+
+
+DROPOUT_SUFFIXES = ("dropout", "_pdrop", "dropout_rate", "dropout_prob")  # attention_dropout, resid_pdrop, ...
 
 
 def _is_dropout(name: str, value: object) -> bool:
-    return name.endswith(("dropout", "_pdrop", "dropout_rate", "dropout_prob")) and isinstance(value, float) and value != 0.0
+    """A dropout probability by its name (Llama/Mistral/Qwen2 `attention_dropout`, GPT-2/Phi
+    `resid_pdrop`, BERT `hidden_dropout_prob`, T5 `dropout_rate`) holding a nonzero number."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return name.endswith(DROPOUT_SUFFIXES) and numeric and value != 0
 
 
 def unwrapped(model: torch.nn.Module) -> torch.nn.Module:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -75,7 +76,7 @@ class StepStats:
     def padding_share(self) -> float:
         return self.sums["padded"] / max(1, self.sums["tokens"] + self.sums["padded"])
 
-    def by_kind(self, denominator: str = "terms") -> dict[str, float]:
+    def by_kind(self, denominator: Literal["terms", "tokens"]) -> dict[str, float]:
         """Each kind's loss in the step loss's unit (per term, or per completion token when the loss's
         `denominator` is tokens, so `loss` is their weighted mean), mean reward per row of each kind
         that has any, and pair accuracy."""

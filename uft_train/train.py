@@ -94,9 +94,9 @@ def train_step(run: Run, batch: GlobalBatch, step: int) -> dict[str, float]:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss, "grad_norm": float(grad_norm), "lr": lr,
-            "tokens": stats.tokens, "padding_share": stats.padding_share(), **stats.by_kind(run.spec.denominator), **(
-                {"kto_kl": float(kl)} if kl is not None else {})}
+    return {"loss": loss, "grad_norm": float(grad_norm), "lr": lr, "tokens": stats.tokens,
+            "padding_share": stats.padding_share(), **stats.by_kind(run.spec.denominator),
+            **({"kto_kl": float(kl)} if kl is not None else {})}
 
 
 class NonFiniteLoss(Exception):
@@ -109,8 +109,10 @@ def _gradient_sync(model: torch.nn.Module, *, last: bool) -> AbstractContextMana
 
 
 def evaluate(run: Run) -> tuple[dict[str, float], torch.Tensor | None]:
-    """Mean loss per term, per kind, mean reward per kind and pair accuracy on the test split; and
-    each test example's implicit reward, in `run.test` order (None: no test split, or no reference).
+    """The test split's loss (in the training loss's unit), per kind, mean reward per kind, pair
+    accuracy and, for KTO, its own KL estimate (`kl.eval_kto_kl`, so `eval/loss` is the training
+    objective); and each test example's implicit reward, in `run.test` order (None: no test split,
+    or no reference).
 
     Every rank evaluates the whole test split (it is small), so rank 0 alone has every reward."""
     if not run.test:
@@ -131,7 +133,8 @@ def evaluate(run: Run) -> tuple[dict[str, float], torch.Tensor | None]:
             order += micro.rows
             rewards.append(terms.rewards.float().cpu())
     n_terms = stats.tokens_completion if run.spec.denominator == "tokens" else sum(u.terms for u in units)
-    metrics = {"eval/loss": stats.loss_sum / max(1, n_terms), **{f"eval/{k}": v for k, v in stats.by_kind(run.spec.denominator).items()},
+    by_kind = {f"eval/{key}": value for key, value in stats.by_kind(run.spec.denominator).items()}
+    metrics = {"eval/loss": stats.loss_sum / max(1, n_terms), **by_kind,
                **({"eval/kto_kl": float(kl)} if kl is not None else {})}
     if not rewards:
         return metrics, None

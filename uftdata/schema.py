@@ -113,6 +113,25 @@ def row_problems(frame: pl.DataFrame) -> pl.DataFrame:
                 & (pl.col("completion").list.first().struct.field("role") == "assistant")
             ).fill_null(False),
         ),
+        *_target_checks(),
+        ("source", "is null or empty", (pl.col("source").str.len_bytes() == 0).fill_null(True)),
+        ("source_id", "is null", pl.col("source_id").is_null()),
+        ("group", "is null or not 32 hex characters", ~pl.col("group").str.contains(r"^[0-9a-f]{32}$").fill_null(False)),
+        ("turn", "does not equal the number of assistant messages in prompt", (pl.col("turn") != n_assistant).fill_null(True)),
+    ]
+    return _problems(frame, checks)
+
+
+def target_problems(frame: pl.DataFrame) -> pl.DataFrame:
+    """`row_problems` limited to what a loss reads as its target: `score`, `kind`, `label` and
+    `pair_id` (the only columns `frame` needs). uft-train checks these on every row it reads, a
+    verified mixture too: its manifest proves the rows are the ones mixed, not that the uftdata that
+    mixed them knew today's rules (sft rows score 1 is newer than the first mixtures)."""
+    return _problems(frame, _target_checks())
+
+
+def _target_checks() -> list[tuple[str, str, pl.Expr]]:
+    return [
         ("score", "is null, NaN or outside [0, 1]", ~pl.col("score").is_between(0.0, 1.0).fill_null(False)),
         # UFT Eq. 7: instruction data is feedback with score 1; una_* train sft rows toward their score.
         ("score", "must be 1 on sft rows (instruction data is feedback with score 1)",
@@ -128,17 +147,16 @@ def row_problems(frame: pl.DataFrame) -> pl.DataFrame:
             "must be set exactly on pairwise rows",
             pl.col("pair_id").is_null() == (pl.col("kind") == "pairwise"),
         ),
-        ("source", "is null or empty", (pl.col("source").str.len_bytes() == 0).fill_null(True)),
-        ("source_id", "is null", pl.col("source_id").is_null()),
-        ("group", "is null or not 32 hex characters", ~pl.col("group").str.contains(r"^[0-9a-f]{32}$").fill_null(False)),
-        ("turn", "does not equal the number of assistant messages in prompt", (pl.col("turn") != n_assistant).fill_null(True)),
     ]
+
+
+def _problems(frame: pl.DataFrame, checks: list[tuple[str, str, pl.Expr]]) -> pl.DataFrame:
     indexed = frame.with_row_index("row")
     parts = [
         indexed.filter(bad).select("row", pl.lit(field).alias("field"), pl.lit(what).alias("problem"))
         for field, what, bad in checks
     ]
-    return pl.concat(parts).sort("row", "field")
+    return pl.concat(parts).sort("row", "field", maintain_order=True)
 
 
 def pair_problems(pairs: pl.DataFrame) -> pl.DataFrame:
