@@ -162,7 +162,7 @@ def tokenize_splits(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, splits: 
         if rows is None or rows.height == 0:
             out.append([])
             continue
-        rows, kept = check_kinds(rows, spec.kinds, recipe.data.kinds)
+        rows, kept = check_kinds(rows, spec.kinds, recipe.data.kinds, loss=recipe.loss.name)
         examples, dropped = tokenize_split(rows, tokenizer, template=recipe.model.template,
                                            max_length=recipe.data.max_length,
                                            max_prompt_length=recipe.data.max_prompt_length,
