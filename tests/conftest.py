@@ -6,9 +6,13 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from uft_train.step import Run
 
 # The installed console script: on PATH in an activated venv, else beside this interpreter.
 UFTDATA = shutil.which("uftdata") or str(Path(sys.executable).with_name("uftdata"))
@@ -42,3 +46,27 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A reference cache (`UFT_CACHE`) of the test's own. Training modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread", "cache")`."""
+    monkeypatch.setenv("UFT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[Run]:
+    """The `Run` of every `train()` call in the test, kept after the loop ends (the trained model)."""
+    import uft_train.train as train_module  # here, so that collecting the torch-free tests loads no trainer
+
+    captured: list[Run] = []
+    loop = train_module.run_loop
+
+    def spy(run: Run, *args: object) -> None:
+        captured.append(run)
+        loop(run, *args)
+
+    monkeypatch.setattr(train_module, "run_loop", spy)
+    return captured

@@ -22,7 +22,6 @@ from test_train_loop import read_metrics, tiny_recipe
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, PreTrainedModel
 
 import uft_train.tiny as tiny_module
-import uft_train.train as train_module
 from uft_train.batching import collate
 from uft_train.config import recipe_from_mapping
 from uft_train.model import add_adapter, sequence_logps
@@ -32,29 +31,9 @@ from uft_train.train import train
 from uftdata import schema
 from uftdata.cli import app
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread", "cache")  # conftest.py
 
 BASE_DROPOUT = 0.1
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("UFT_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def runs(monkeypatch: pytest.MonkeyPatch) -> list[Run]:
-    """The `Run` of every `train()` call in the test, as the loop leaves it."""
-    captured: list[Run] = []
-    loop = train_module.run_loop
-
-    def spy(run: Run, *args: object) -> None:
-        captured.append(run)
-        loop(run, *args)
-
-    monkeypatch.setattr(train_module, "run_loop", spy)
-    return captured
 
 
 @pytest.fixture

@@ -99,27 +99,7 @@ def files(folder: Path) -> set[str]:
 
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("UFT_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def runs(monkeypatch: pytest.MonkeyPatch) -> list[Run]:
-    """The `Run` of every `train()` call in the test, kept after the loop ends (the trained model)."""
-    captured: list[Run] = []
-    loop = train_module.run_loop
-
-    def spy(run: Run, *args: object) -> None:
-        captured.append(run)
-        loop(run, *args)
-
-    monkeypatch.setattr(train_module, "run_loop", spy)
-    return captured
+pytestmark = pytest.mark.usefixtures("one_thread", "cache")  # conftest.py
 
 
 def fresh_adapter(recipe: Recipe, tokenizer_dir: Path) -> torch.nn.Module:
