@@ -23,7 +23,8 @@ from uft_train import train as train_module
 from uft_train.batching import GlobalBatch, Unit, make_units
 from uft_train.config import Recipe, recipe_from_mapping
 from uft_train.data import Example
-from uft_train.model import add_adapter, reference, sequence_logps
+from uft_train.logps import from_masks, sequence_logps
+from uft_train.model import add_adapter, reference
 from uft_train.objective import Terms
 from uft_train.schedule import make_optimizer, make_scheduler
 from uft_train.stats import StepStats
@@ -71,7 +72,7 @@ def _fit_adapter(model: torch.nn.Module, rows: Sequence[Example]) -> None:
     for _ in range(10):
         for example in rows:
             ids = torch.tensor([list(example.input_ids)])
-            loss = -sequence_logps(model, ids, torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool)).sum()
+            loss = -sequence_logps(model, from_masks(ids, torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool))).sum()
             loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -82,9 +83,9 @@ def _logps(model: torch.nn.Module, ids: Sequence[int], prompt_len: int) -> tuple
     input_ids = torch.tensor([list(ids)])
     loss_mask = torch.arange(len(ids))[None] >= prompt_len
     with torch.no_grad():
-        policy = sequence_logps(model, input_ids, torch.ones_like(input_ids), loss_mask)
+        policy = sequence_logps(model, from_masks(input_ids, torch.ones_like(input_ids), loss_mask))
         with reference(model):
-            ref = sequence_logps(model, input_ids, torch.ones_like(input_ids), loss_mask)
+            ref = sequence_logps(model, from_masks(input_ids, torch.ones_like(input_ids), loss_mask))
     return float(policy), float(ref)
 
 
@@ -203,7 +204,7 @@ def test_per_kind_losses_are_in_the_step_loss_unit_and_loss_is_their_weighted_me
     loss/binary = 3.0, step loss 19 / 3 = (2 x 8.0 + 1 x 3.0) / 3."""
     rows = [_example(0, 2, 3, kind="sft", label=None), _example(1, 2, 5, kind="sft", label=None), _example(2, 4, 2)]
     stats = StepStats()
-    stats.add(Terms(torch.tensor([6.0, 10.0, 3.0]), ("sft", "sft", "binary"), None, ()), rows)
+    stats.add(Terms(torch.tensor([6.0, 10.0, 3.0]), ("sft", "sft", "binary"), None, ()), rows, padded=0)
     assert stats.by_kind("tokens") == {"loss/sft": 2.0, "loss/binary": 1.5}
     assert stats.loss_sum / stats.tokens_completion == pytest.approx((8 * 2.0 + 2 * 1.5) / 10) == 1.9
     assert stats.by_kind("terms") == {"loss/sft": 8.0, "loss/binary": 3.0}

@@ -19,12 +19,12 @@ import pytest
 import torch
 from corpus import assert_one_line, uft_train
 from test_train_loop import read_metrics, tiny_recipe
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, PreTrainedModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 import uft_train.tiny as tiny_module
-from uft_train.batching import collate
 from uft_train.config import recipe_from_mapping
-from uft_train.model import add_adapter, sequence_logps
+from uft_train.logps import from_masks, sequence_logps
+from uft_train.model import add_adapter
 from uft_train.step import Run, forward, reference_logps
 from uft_train.tokenizer import build_tokenizer
 from uft_train.train import train
@@ -43,7 +43,7 @@ def dropout_base(monkeypatch: pytest.MonkeyPatch) -> None:
     def config(**kwargs: object) -> LlamaConfig:
         return LlamaConfig(**{**kwargs, "attention_dropout": BASE_DROPOUT})
 
-    monkeypatch.setattr(tiny_module, "LlamaConfig", config)
+    monkeypatch.setitem(tiny_module.ARCHITECTURES, "llama", (config, LlamaForCausalLM))
 
 
 def _dropouts(model: torch.nn.Module) -> dict[str, float]:
@@ -87,7 +87,7 @@ def test_a_base_with_dropout_gives_zero_reward_at_step_0_and_online_equals_cache
     size = run.recipe.train.micro_batch_size
     for start in range(0, 8, size):
         examples = run.train[start:start + size]
-        online = reference_logps(run, collate(examples, run.pad_id))
+        online = reference_logps(run, run.layout(examples))
         cached = run.refs.lookup(examples)
         assert torch.equal(online, cached), (online, cached)
         assert bool((online < 0).all())
@@ -142,9 +142,9 @@ def test_every_dropout_module_and_config_field_is_off_for_a_reference_loss(loss:
     mask, loss_mask = torch.ones_like(ids), torch.zeros_like(ids, dtype=torch.bool)
     loss_mask[:, 3:] = True
     model.train()
-    train_mode = sequence_logps(model, ids, mask, loss_mask)
+    train_mode = sequence_logps(model, from_masks(ids, mask, loss_mask))
     model.eval()
-    assert torch.equal(train_mode.detach(), sequence_logps(model, ids, mask, loss_mask))
+    assert torch.equal(train_mode.detach(), sequence_logps(model, from_masks(ids, mask, loss_mask)))
 
 
 # --- 2. targets ----------------------------------------------------------------------------------------

@@ -16,14 +16,13 @@ from uft_train.batching import (
     MicroBatch,
     Unit,
     batch_size_problems,
-    collate,
     global_batches,
     make_units,
-    padding_share,
     single_rows,
     split_batch,
 )
 from uft_train.data import Example, check_kinds, read_split, render, tokenize_split
+from uft_train.logps import layout, padded_tokens
 from uft_train.tokenizer import build_tokenizer
 from uftdata.errors import UftDataError
 from uftdata.mixout import build_mixtures
@@ -78,11 +77,12 @@ def test_examples_are_prefix_tokenized_with_length_masks(tokenizer: PreTrainedTo
         assert example.prompt_len == len(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
     assert (examples[1].kind, examples[1].label, examples[1].score) == ("binary", True, 1.0)
 
-    batch = collate(examples, tokenizer.pad_token_id)
-    for b, example in enumerate(examples):
-        expected = [example.prompt_len <= t < len(example.input_ids) for t in range(batch.input_ids.shape[1])]
-        assert batch.loss_mask[b].tolist() == expected
-        assert int(batch.loss_mask[b].sum()) == example.completion_len
+    batch = layout(examples, tokenizer.pad_token_id, padding_free=False)
+    width = batch.input_ids.shape[1]
+    for b, example in enumerate(examples):  # each completion token, predicted from the position before it
+        mine = batch.owner == b
+        assert batch.targets[mine].tolist() == list(example.input_ids[example.prompt_len:])
+        assert batch.where[mine].tolist() == [b * width + t - 1 for t in range(example.prompt_len, len(example.input_ids))]
 
 
 def test_masks_do_not_depend_on_pad_being_eos(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -90,17 +90,36 @@ def test_masks_do_not_depend_on_pad_being_eos(tokenizer: PreTrainedTokenizerBase
     examples, _ = tokenize(frame, tokenizer, template=INST_TEMPLATE)
     eos = tokenizer.eos_token_id
     assert all(e.input_ids[-1] == eos for e in examples)  # the completion's own eos is trained on
-    with_pad, with_eos = collate(examples, tokenizer.pad_token_id), collate(examples, eos)
-    for key in ("attention_mask", "loss_mask"):
-        assert torch.equal(getattr(with_pad, key), getattr(with_eos, key)), key
-    short = int(with_eos.attention_mask.sum(1).argmin())
-    last = int(with_eos.attention_mask[short].sum()) - 1
-    assert bool(with_eos.loss_mask[short, last]) and not bool(with_eos.loss_mask[short, last + 1:].any())
+    for padding_free in (False, True):
+        with_pad = layout(examples, tokenizer.pad_token_id, padding_free=padding_free, attention=1.0)
+        with_eos = layout(examples, eos, padding_free=padding_free, attention=1.0)
+        for key in ("attention_mask", "position_ids", "where", "targets", "owner", "slot"):
+            assert str(getattr(with_pad, key)) == str(getattr(with_eos, key)), key
+        short = min(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+        # The short row's last target is its own eos, and nothing after it is a target.
+        assert with_eos.targets[with_eos.owner == short].tolist()[-1] == eos
+        assert int((with_eos.owner == short).sum()) == examples[short].completion_len
 
 
-def test_prompt_that_is_not_a_token_prefix_is_dropped(tokenizer: PreTrainedTokenizerBase) -> None:
-    examples, counts = tokenize(rows_frame(("Hi", "Sure thing.", "sft", None, None)), tokenizer, template=SPACE_TEMPLATE)
-    assert examples == [] and counts == Counter(template_prefix_mismatch=1)
+def test_prompt_and_completion_are_tokenized_apart(tokenizer: PreTrainedTokenizerBase) -> None:
+    """A prompt that is not a token prefix of the whole is kept: its tokens are the generation prompt's."""
+    frame = rows_frame(("Hi", "Sure thing.", "sft", None, None))
+    examples, counts = tokenize(frame, tokenizer, template=SPACE_TEMPLATE)
+    assert counts == Counter() and len(examples) == 1
+    prompt = frame["prompt"][0].to_list()
+    generation = tokenizer.apply_chat_template(prompt, chat_template=SPACE_TEMPLATE, add_generation_prompt=True,
+                                               tokenize=True, return_dict=False)
+    completion = tokenizer("Sure thing.\n", add_special_tokens=False)["input_ids"]
+    assert list(examples[0].input_ids) == list(generation) + completion
+    assert examples[0].prompt_len == len(generation)
+    assert tokenizer.convert_ids_to_tokens(generation[-1]) == "Ġ"  # the prompt ends in the space alone
+
+
+def test_template_whose_prompt_is_not_a_string_prefix_is_an_error(tokenizer: PreTrainedTokenizerBase) -> None:
+    shifty = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+              "{% if add_generation_prompt %}{{ 'bot: ' }}{% endif %}")
+    with pytest.raises(UftDataError, match=r"model.template.*row 0 \(id .*not a prefix"):
+        tokenize(rows_frame(("Hi", "Sure thing.", "sft", None, None)), tokenizer, template=shifty)
 
 
 def test_too_long_rows_are_dropped_with_their_partner(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -243,15 +262,16 @@ def test_batch_size_problems() -> None:
     assert "multiple of the world size 4" in batch_size_problems(6, 1, 4, pairs_as_one_term=True)[0]
 
 
-def test_collate_shapes_and_fields() -> None:
+def test_padded_layout_shapes_and_fields() -> None:
     examples = [example(7, 5, pair_id="p", label=True, kind="pairwise"), example(8, 3, pair_id="p", label=False, kind="pairwise"),
                 example(9, 4, kind="binary", label=False), example(10, 2)]
-    batch = collate(examples, pad_id=0)
-    assert batch.input_ids.shape == batch.attention_mask.shape == batch.loss_mask.shape == (4, 5)
+    batch = layout(examples, pad_id=0, padding_free=False)
+    assert batch.attention_mask is not None and batch.position_ids is None
+    assert batch.input_ids.shape == batch.attention_mask.shape == (4, 5)
     assert batch.input_ids[1].tolist() == [3, 4, 5, 0, 0]
     assert batch.attention_mask.sum(1).tolist() == [5, 3, 4, 2]
-    assert batch.loss_mask.sum(1).tolist() == [e.completion_len for e in examples] == [3, 1, 2, 0]
-    assert batch.loss_mask[0].tolist() == [False, False, True, True, True]
+    assert torch.bincount(batch.owner, minlength=4).tolist() == [e.completion_len for e in examples] == [3, 1, 2, 0]
+    assert batch.where[batch.owner == 0].tolist() == [1, 2, 3]  # tokens 2, 3, 4 of row 0
     # Pairs are located once, by the units a micro-batch is made of; a row alone is never a pair.
     units = make_units(examples, pairs_as_one_term=False)
     assert split_batch(GlobalBatch(tuple(units)), micro_batch_size=8, world_size=1, rank=0) == [
@@ -264,8 +284,10 @@ def test_length_grouping_reduces_padding() -> None:
 
     def share(grouping: bool) -> float:
         batches = global_batches(examples, units, batch_size=8, seed=0, epoch=0, length_grouping=grouping)
-        return padding_share(collate([examples[i] for i in micro.rows], 0)
-                             for batch in batches for micro in split_batch(batch, micro_batch_size=4, world_size=1, rank=0))
+        lengths = [[len(examples[i].input_ids) for i in micro.rows]
+                   for batch in batches for micro in split_batch(batch, micro_batch_size=4, world_size=1, rank=0)]
+        padded = sum(padded_tokens(micro, padding_free=False) for micro in lengths)
+        return padded / (padded + sum(map(sum, lengths)))
 
     # What is left is mostly inside pairs, whose two rows have unrelated lengths here.
     grouped, ungrouped = share(True), share(False)

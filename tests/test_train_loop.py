@@ -24,13 +24,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import uft_train.train as train_module
 from uft_train import cli
-from uft_train.batching import GlobalBatch, collate
+from uft_train.batching import GlobalBatch
 from uft_train.config import Recipe, load_recipe, recipe_from_mapping, recipe_to_yaml, resolved, with_overrides
 from uft_train.data import Example
 from uft_train.errors import TrainError
 from uft_train.kl import derangement, swap_completion
+from uft_train.logps import from_masks, layout, sequence_logps
 from uft_train.loss_table import get_loss
-from uft_train.model import add_adapter, load_tokenizer_and_model, reference, sequence_logps
+from uft_train.model import add_adapter, load_tokenizer_and_model, reference
 from uft_train.step import Run
 from uft_train.train import train
 from uftdata.cli import app
@@ -170,12 +171,11 @@ def test_policy_equals_reference_at_step_0(mixture: Path, tmp_path: Path, runs: 
 
     # Directly: a fresh policy and its reference give the same log-probs on real rows.
     model = fresh_adapter(run.recipe, run_dir / "tokenizer").eval()
-    batch = collate(run.train[:8], run.pad_id)
-    args = (batch.input_ids, batch.attention_mask, batch.loss_mask)
+    batch = layout(run.train[:8], run.pad_id)
     with torch.no_grad():
-        policy = sequence_logps(model, *args)
+        policy = sequence_logps(model, batch)
         with reference(model):
-            ref = sequence_logps(model, *args)
+            ref = sequence_logps(model, batch)
     assert torch.equal(policy, ref)
     assert bool((policy < 0).all())  # real log-probs, not an empty mask
 
@@ -334,7 +334,7 @@ def test_export_merges_the_adapter_into_a_plain_model(mixture: Path, tmp_path: P
     run = runs[0]
     exported = AutoModelForCausalLM.from_pretrained(out).eval()
     trained = run.model.eval()
-    batch = collate(run.train[:8], run.pad_id)
+    batch = layout(run.train[:8], run.pad_id, padding_free=False)
     with torch.no_grad():
         logits = exported(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         expected = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
@@ -444,9 +444,9 @@ def test_kto_evaluation_uses_a_real_kl_over_a_derangement_of_the_test_split(mixt
         input_ids = torch.tensor([ids])
         loss_mask = torch.arange(len(ids))[None] >= prompt.prompt_len
         with torch.no_grad():
-            policy = sequence_logps(run.model, input_ids, torch.ones_like(input_ids), loss_mask)
+            policy = sequence_logps(run.model, from_masks(input_ids, torch.ones_like(input_ids), loss_mask))
             with reference(run.model):
-                ref = sequence_logps(run.model, input_ids, torch.ones_like(input_ids), loss_mask)
+                ref = sequence_logps(run.model, from_masks(input_ids, torch.ones_like(input_ids), loss_mask))
         ratios.append(float(policy - ref))
     # float32 sums over batched, padded rows vs one row at a time: equal to about 1e-5 relative
     assert logged == pytest.approx(max(0.0, sum(ratios) / len(ratios)), rel=1e-4)

@@ -203,7 +203,7 @@ def test_corpus_a_file_as_output_dir_is_refused(mixture: Path, tmp_path: Path) -
 
 def test_corpus_a_split_losing_more_than_max_drop_share_stops_before_training(mixture: Path, tmp_path: Path) -> None:
     """The demo mixture loses 2 of its 129 training rows to the tiny recipe's lengths (1.6%): under the
-    default (0.1) it trains; with 0.01 it stops, naming the split, its share and the reasons. The
+    default (0.4) it trains; with 0.01 it stops, naming the split, its share and the reasons. The
     drops are printed first, split by split; no run folder is made."""
     recipe = write_recipe(tmp_path / "recipe.yaml", mixture, tmp_path / "run")
     before = snapshot(tmp_path)
@@ -222,7 +222,7 @@ def test_corpus_short_lengths_stop_naming_both_splits(mixture: Path, tmp_path: P
     recipe = write_recipe(tmp_path / "recipe.yaml", mixture, tmp_path / "run")
     refused([str(recipe), "data.max_length=96", "data.max_prompt_length=64"], tmp_path,
             f"{mixture}: the train split would lose ", "too_long", "; the test split would lose ",
-            "more than data.max_drop_share 0.1. Raise data.max_length")
+            "more than data.max_drop_share 0.4. Raise data.max_length")
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:7", "mps"])

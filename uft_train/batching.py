@@ -1,4 +1,4 @@
-"""One seeded sampler for all ranks: units -> global batches -> rank shares -> micro-batches -> tensors.
+"""One seeded sampler for all ranks: units -> global batches -> rank shares -> micro-batches -> model inputs.
 
 Every rank computes the same global batches from (seed, epoch) alone, then takes its own share, so
 DDP and gradient accumulation only change where a term is computed, never which terms a step has
@@ -7,7 +7,7 @@ DDP and gradient accumulation only change where a term is computed, never which 
 - A `Unit` is what must stay together: the two rows of a pair (chosen first), or one row. It
   counts as 1 term, or 2 for a pair whose rows are separate terms (`pairs_as_one_term=False`).
 - A `GlobalBatch` is one optimizer step's units; a `MicroBatch` one forward pass on one rank: its
-  rows and where its pairs are. `collate` makes the model's inputs of its examples (`Collated`).
+  rows and where its pairs are; `uft_train.logps.layout` makes its model inputs.
 - `batch_size` and `micro_batch_size` count terms, like the loss denominator.
 """
 
@@ -61,19 +61,6 @@ class MicroBatch:
 
     rows: tuple[int, ...]
     pairs: tuple[tuple[int, int], ...]
-
-
-@dataclass(frozen=True)
-class Collated:
-    """A micro-batch's model inputs: right-padded token ids, the attention mask, and the loss mask
-    (True on completion tokens)."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    loss_mask: torch.Tensor
-
-    def to(self, device: torch.device) -> Collated:
-        return Collated(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device))
 
 
 def single_rows(rows: Iterable[int]) -> GlobalBatch:
@@ -238,31 +225,3 @@ def _contiguous(units: list[Unit], k: int) -> list[list[Unit]]:
             i += 1
         groups.append(group)
     return groups
-
-
-def collate(examples: Sequence[Example], pad_id: int) -> Collated:
-    """Right-padded tensors for one micro-batch; every mask comes from lengths, never token ids.
-
-    `loss_mask[b, t]` is True where `input_ids[b, t]` is a completion token (its log-prob comes
-    from the logits at t - 1).
-    """
-    if not examples:
-        raise ValueError("collate: empty micro-batch")
-    lengths = torch.tensor([len(e.input_ids) for e in examples])
-    prompt_lens = torch.tensor([e.prompt_len for e in examples])
-    width = int(lengths.max())
-    input_ids = torch.tensor([list(e.input_ids) + [pad_id] * (width - len(e.input_ids)) for e in examples],
-                             dtype=torch.long)
-    positions = torch.arange(width)[None, :]
-    inside = positions < lengths[:, None]
-    return Collated(input_ids, inside.long(), inside & (positions >= prompt_lens[:, None]))
-
-
-def padding_share(batches: Iterable[Collated]) -> float:
-    """Padded tokens / all tokens over collated micro-batches (0 when there are none)."""
-    padded = total = 0
-    for batch in batches:
-        mask = batch.attention_mask
-        total += mask.numel()
-        padded += mask.numel() - int(mask.sum())
-    return padded / total if total else 0.0

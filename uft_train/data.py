@@ -32,8 +32,7 @@ TRUNCATIONS: tuple[str, ...] = get_args(Truncation)
 
 # Reasons a row is dropped at tokenization; `prompt_truncated` (kept rows whose prompt lost leading
 # tokens) is reported in the same counter but is not a drop.
-DROP_REASONS = ("template_prefix_mismatch", "empty_prompt", "empty_completion", "too_long",
-                "pair_incomplete", "partner_dropped")
+DROP_REASONS = ("empty_prompt", "empty_completion", "too_long", "pair_incomplete", "partner_dropped")
 PROMPT_TRUNCATED = "prompt_truncated"
 
 COLUMNS = ("id", "prompt", "completion", "score", "kind", "label", "pair_id", "group", "source")
@@ -50,7 +49,7 @@ class Example:
     label: bool | None
     pair_id: str | None
     group: str
-    input_ids: tuple[int, ...]   # rendered prompt + completion tokens
+    input_ids: tuple[int, ...]   # tokens of the rendered prompt, then those of the rendered completion
     prompt_len: int              # tokens of the rendered prompt (with the generation prompt)
     id: str                      # the row's `id` and `source`: provenance for eval_predictions.parquet
     source: str
@@ -222,7 +221,8 @@ def render(tokenizer: PreTrainedTokenizerBase, prompt: list[dict], completion: l
     """(rendered prompt with the generation prompt, rendered prompt + completion).
 
     `template` (the recipe's `model.template`) replaces the tokenizer's chat template; it is only a
-    string, so it cannot add tokens to the vocabulary.
+    string, so it cannot add tokens to the vocabulary. The completion's text is the whole's rest
+    after the prompt (`split_render`).
     """
     prompt_text = tokenizer.apply_chat_template(prompt, chat_template=template, tokenize=False,
                                                 add_generation_prompt=True)
@@ -234,6 +234,12 @@ def render(tokenizer: PreTrainedTokenizerBase, prompt: list[dict], completion: l
 def tokenize_split(rows: pl.DataFrame, tokenizer: PreTrainedTokenizerBase, *, template: str | None, max_length: int,
                    max_prompt_length: int, truncation: Truncation = "drop") -> tuple[list[Example], Counter[str]]:
     """Examples for the rows that fit, and the count of the others by reason (plus `prompt_truncated`).
+
+    A row's tokens are the rendered prompt's (with the generation prompt) followed by the rendered
+    completion's, each tokenized on its own (`add_special_tokens=False`), as mistral-common, TRL and
+    the authors do: the prompt's tokens are exactly those the model is given at generation, whatever
+    the tokenizer merges across the boundary (with SentencePiece, the completion's first piece
+    carries the "▁" its dummy prefix adds, as in mistral-common's encoding).
 
     `drop` (default, the authors' rule): a row whose prompt is over `max_prompt_length` or whose
     whole is over `max_length` tokens is dropped (`too_long`) with its pair partner
@@ -247,10 +253,10 @@ def tokenize_split(rows: pl.DataFrame, tokenizer: PreTrainedTokenizerBase, *, te
     kept: list[tuple[int, tuple[int, ...], int, bool]] = []  # (row, input_ids, prompt_len, truncated)
     for start in range(0, rows.height, CHUNK_ROWS):
         chunk = rows.slice(start, CHUNK_ROWS)
-        prompts, wholes = _render_chunk(chunk, tokenizer, template, start)
-        encoded = tokenizer(prompts + wholes, add_special_tokens=False)["input_ids"]
-        for i, (prompt_ids, ids) in enumerate(zip(encoded[:len(prompts)], encoded[len(prompts):])):
-            fitted = _fit(prompt_ids, ids, max_length=max_length, max_prompt_length=max_prompt_length,
+        prompts, completions = _render_chunk(chunk, tokenizer, template, start)
+        encoded = tokenizer(prompts + completions, add_special_tokens=False)["input_ids"]  # one batch call
+        for i, (prompt_ids, completion_ids) in enumerate(zip(encoded[:len(prompts)], encoded[len(prompts):])):
+            fitted = _fit(prompt_ids, completion_ids, max_length=max_length, max_prompt_length=max_prompt_length,
                           truncation=truncation)
             if isinstance(fitted, str):
                 counts[fitted] += 1
@@ -268,25 +274,41 @@ def tokenize_split(rows: pl.DataFrame, tokenizer: PreTrainedTokenizerBase, *, te
 
 def _render_chunk(chunk: pl.DataFrame, tokenizer: PreTrainedTokenizerBase, template: str | None,
                   start: int) -> tuple[list[str], list[str]]:
-    prompts, wholes = [], []
+    """(rendered prompts, rendered completions) of the chunk's rows."""
+    prompts, completions = [], []
     for i, (row_id, prompt, completion) in enumerate(chunk.select("id", "prompt", "completion").iter_rows()):
+        where = f"row {start + i} (id {row_id})"
         try:
             prompt_text, whole_text = render(tokenizer, prompt, completion, template)
         except jinja2.TemplateError as error:
-            raise UftDataError("model.template", f"cannot render row {start + i} (id {row_id})", got=str(error),
+            raise UftDataError("model.template", f"cannot render {where}", got=str(error),
                                fix="Fix the Jinja template in the recipe.") from None
         prompts.append(prompt_text)
-        wholes.append(whole_text)
-    return prompts, wholes
+        completions.append(split_render(prompt_text, whole_text, where))
+    return prompts, completions
 
 
-def _fit(prompt_ids: list[int], ids: list[int], *, max_length: int, max_prompt_length: int,
+def split_render(prompt_text: str, whole_text: str, where: str) -> str:
+    """The rendered completion: the whole's text after the rendered prompt.
+
+    A template whose prompt (with the generation prompt) is not a string prefix of the whole renders
+    the conversation differently once the answer follows, so the model would train on a prompt it
+    never meets at generation. That is the template's defect, not the row's (the same template does
+    it to every row of that shape), so it is an error naming the first row, not a silent drop."""
+    if whole_text.startswith(prompt_text):
+        return whole_text[len(prompt_text):]
+    at = next((i for i, (a, b) in enumerate(zip(prompt_text, whole_text)) if a != b), len(whole_text))
+    raise UftDataError("model.template", f"renders {where}'s prompt differently when the completion follows: "
+                       "the prompt with the generation prompt is not a prefix of prompt + completion",
+                       got=f"prompt ...{prompt_text[max(0, at - 30):at + 30]!r}, whole ...{whole_text[max(0, at - 30):at + 30]!r}",
+                       fix="Make add_generation_prompt render exactly the start of the next assistant message.")
+
+
+def _fit(prompt_ids: list[int], completion_ids: list[int], *, max_length: int, max_prompt_length: int,
          truncation: Truncation) -> tuple[tuple[int, ...], int, bool] | str:
     """(input_ids, prompt_len, truncated) for a row that fits, else the reason it is dropped."""
-    prompt_len = len(prompt_ids)
-    if ids[:prompt_len] != prompt_ids:
-        return "template_prefix_mismatch"
-    completion_len = len(ids) - prompt_len
+    prompt_len, completion_len = len(prompt_ids), len(completion_ids)
+    ids = prompt_ids + completion_ids
     if prompt_len == 0:
         return "empty_prompt"  # the first completion token would have nothing to be predicted from
     if completion_len == 0:

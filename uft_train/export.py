@@ -7,6 +7,7 @@ folder holding it is replaced, and only with --overwrite (README, "Outputs: what
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -39,6 +40,8 @@ def export_run(run_dir: Path, out: Path, *, overwrite: bool = False) -> Path:
     from uft_train.model import load_tokenizer_and_model, quiet_peft
 
     recipe = load_recipe(run_dir / "recipe.yaml")  # the resolved recipe the run saved
+    # Merging reads weights only: the run's attention kernel (flash attention needs a GPU) is not needed.
+    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, attn_implementation="sdpa"))
     tokenizer, base = load_tokenizer_and_model(recipe, run_dir / "tokenizer")
     with quiet_peft():
         merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()

@@ -41,8 +41,9 @@ def swap_completion(prompt_of: Example, completion_of: Example, *, max_length: i
     it to `full_ids[: max_length]`, the same right truncation as its matched rows (`KTOConfig` has no
     `max_prompt_length`); it never skips a KL row.
 
-    Token-level splicing is exact because the rendered prompt is a token prefix of every row
-    (tokenization drops rows where it is not)."""
+    Token-level splicing is exact because every row is its rendered prompt's tokens followed by its
+    rendered completion's, each tokenized on its own (`data.tokenize_split`): the spliced row is
+    exactly how that prompt and that completion tokenize together."""
     room = max(0, max_length - prompt_of.prompt_len)
     completion = completion_of.input_ids[completion_of.prompt_len:][:room]
     return dataclasses.replace(prompt_of, input_ids=prompt_of.input_ids[: prompt_of.prompt_len] + completion)

@@ -9,6 +9,7 @@ weights in memory and train a fresh adapter on top. Dropout is off for implicit-
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import json
 import warnings
@@ -40,17 +41,22 @@ def load_tokenizer_and_model(recipe: Recipe,
     model: PreTrainedModel
     if cfg.name == "tiny":
         from uft_train.tiny import build_tiny_model
-        from uft_train.tokenizer import build_tokenizer, load_or_build_tokenizer
+        from uft_train.tokenizer import load_or_build_tokenizer, tiny_tokenizer
 
-        tokenizer = build_tokenizer() if tokenizer_dir is None else load_or_build_tokenizer(tokenizer_dir)
         tiny = cfg.tiny
-        model = build_tiny_model(tokenizer, hidden_size=tiny.hidden_size, num_layers=tiny.num_layers,
-                                 num_heads=tiny.num_heads, intermediate_size=tiny.intermediate_size,
-                                 max_position_embeddings=tiny.max_position_embeddings, seed=TINY_BASE_SEED)
+        tokenizer = (tiny_tokenizer(tiny.tokenizer) if tokenizer_dir is None
+                     else load_or_build_tokenizer(tokenizer_dir, tiny.tokenizer))
+        check_attention(cfg, recipe.train.device)
+        model = build_tiny_model(tokenizer, architecture=tiny.architecture, hidden_size=tiny.hidden_size,
+                                 num_layers=tiny.num_layers, num_heads=tiny.num_heads,
+                                 intermediate_size=tiny.intermediate_size,
+                                 max_position_embeddings=tiny.max_position_embeddings, seed=TINY_BASE_SEED,
+                                 attn_implementation=cfg.attn_implementation)
         # nn.Module.to: PreTrainedModel.to only adds quantization checks (no quantized tiny model), and its
         # decorator hides the signature from mypy.
         model = torch.nn.Module.to(model, DTYPES[cfg.dtype])
     else:
+        check_attention(cfg, recipe.train.device)
         tokenizer, model = load_pretrained(cfg)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # masks come from lengths, so pad may equal eos
@@ -70,12 +76,36 @@ def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrain
         tokenizer = AutoTokenizer.from_pretrained(cfg.name, revision=cfg.revision,
                                                   trust_remote_code=cfg.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            cfg.name, revision=cfg.revision, dtype=DTYPES[cfg.dtype],
+            cfg.name, revision=cfg.revision, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation,
             trust_remote_code=cfg.trust_remote_code, use_safetensors=True,
         )
     except (OSError, ValueError) as error:  # huggingface_hub's errors are OSErrors; "unrecognized model" a ValueError
         raise unloadable(cfg.name, error) from None
     return tokenizer, model
+
+
+# The module each flash attention imports, and the pip package that installs it; without it,
+# transformers falls back to the `kernels` package (which fetches a prebuilt kernel from the Hub).
+FLASH_PACKAGES = {"flash_attention_2": ("flash_attn", "flash-attn"),
+                  "flash_attention_3": ("flash_attn_interface", "flash-attn-3")}
+
+
+def check_attention(cfg: ModelConfig, device: str) -> None:
+    """A flash `model.attn_implementation` on a device or an install it cannot run on: one line
+    naming the key and the fix, before any model is built (transformers' own error is an ImportError
+    traceback, after the weights are read). `device` is `train.device`; `auto` is CUDA when present."""
+    implementation = cfg.attn_implementation
+    if implementation not in FLASH_PACKAGES:
+        return
+    where = f"model.attn_implementation: {implementation}"
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if not on_cuda:
+        raise TrainError(where, f"flash attention runs on CUDA GPUs only, and this run is on {device}",
+                         fix="Set model.attn_implementation=sdpa (the default), or train on a CUDA GPU.")
+    module, package = FLASH_PACKAGES[implementation]
+    if importlib.util.find_spec(module) is None and importlib.util.find_spec("kernels") is None:
+        raise TrainError(where, f"needs the {package} package (or kernels), and neither is installed",
+                         fix=f"pip install {package} (or kernels), or set model.attn_implementation=sdpa.")
 
 
 def check_local_model(name: str) -> None:
@@ -208,27 +238,6 @@ def reference(model: torch.nn.Module) -> AbstractContextManager:
     return inner.disable_adapter() if isinstance(inner, PeftModel) else nullcontext()
 
 
-def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   loss_mask: torch.Tensor) -> torch.Tensor:
-    """Per-example log-prob of the completion: token log-probs (float32) summed over `loss_mask`.
-
-    Logits are computed only from the batch's first completion-predicting position on (the
-    model's `logits_to_keep`, where it has one): with a real vocabulary the LM head's output is the
-    largest tensor of a step, and the prompt positions' logits are masked out anyway. The
-    log-softmax is taken as gathered logit minus logsumexp, without a [B, T, V] log-prob copy."""
-    first = int(loss_mask.to(torch.int8).argmax(dim=1).min())  # earliest completion token in the batch
-    start = max(first - 1, 0)  # the logit at position p predicts the token at p + 1
-    kept = input_ids.shape[1] - start
-    if accepts_logits_to_keep(model):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=kept).logits
-    else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, start:]
-    logits = logits[:, :-1].float()
-    targets = input_ids[:, start + 1:]
-    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return (token_logps * loss_mask[:, start + 1:].to(token_logps.dtype)).sum(-1)
-
-
 def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     inner = unwrapped(model)
     base = inner.get_base_model() if isinstance(inner, PeftModel) else inner
@@ -244,6 +253,7 @@ def model_fingerprint(recipe: Recipe, tokenizer_dir: Path) -> dict:
         model_id = {"name": cfg.name, "revision": cfg.revision}
     return {
         "model": model_id,
+        "attn_implementation": cfg.attn_implementation,  # kernels round differently: r = 0 at step 0 needs the same
         "init_adapter": _folder_hash(Path(cfg.init_adapter)) if cfg.init_adapter else None,
         "dtype": cfg.dtype,
         "template": cfg.template,

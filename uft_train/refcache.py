@@ -19,7 +19,6 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from uft_train.batching import collate
 from uft_train.config import Recipe, data_path
 from uft_train.model import model_fingerprint
 from uft_train.step import ReferenceCache, Run, bf16_autocast, reference_logps
@@ -81,7 +80,7 @@ def compute(run: Run, path: Path, key: str) -> None:
         examples = run.train[start:start + size]
         # The online reference's own pass (and so its precision), or cached and online differ and
         # r != 0 at step 0.
-        logps.append(reference_logps(run, collate(examples, run.pad_id).to(run.device)).float().cpu())
+        logps.append(reference_logps(run, run.layout(examples)).float().cpu())
         rows += [e.row for e in examples]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, overwrite=True) as tmp:  # our cache: a file whose stored key differs is rebuilt

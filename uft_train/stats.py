@@ -33,7 +33,8 @@ class StepStats:
 
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0.0))
 
-    def add(self, terms: Terms, examples: Sequence[Example]) -> None:
+    def add(self, terms: Terms, examples: Sequence[Example], padded: int) -> None:
+        """A micro-batch's terms; `padded` is its layout's padding slots (`Run.padded`)."""
         values = terms.values.detach().float()
         self.sums["loss"] += float(values.sum())
         for kind, value in zip(terms.kinds, values.tolist()):
@@ -50,7 +51,7 @@ class StepStats:
         lengths = [len(e.input_ids) for e in examples]
         self.sums["tokens"] += sum(lengths)
         self.sums["tokens_completion"] += sum(e.completion_len for e in examples)
-        self.sums["padded"] += max(lengths) * len(lengths) - sum(lengths)
+        self.sums["padded"] += padded
 
     def reduce(self, world: int, device: torch.device) -> StepStats:
         """The sums over all `world` ranks (itself in one process); every rank must call it."""

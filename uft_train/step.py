@@ -8,17 +8,19 @@ implicit reward is 0 at step 0 either way (docs/design.md, "Reference = the poli
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from uft_train.batching import Collated, GlobalBatch, Unit, collate, global_batches
+from uft_train.batching import GlobalBatch, Unit, global_batches
 from uft_train.config import Recipe
 from uft_train.data import Example
+from uft_train.logps import Layout, attention_ratio, layout, padded_tokens, sequence_logps
 from uft_train.loss_table import LossSpec, get_loss
-from uft_train.model import reference, sequence_logps
+from uft_train.model import reference
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,24 @@ class Run:
         return global_batches(self.train, self.units, batch_size=self.recipe.train.batch_size,
                               seed=self.recipe.train.seed, epoch=epoch)
 
+    @functools.cached_property
+    def attention(self) -> float | None:
+        """How `logps.row_plan` weighs attention when it packs rows: None with flash attention (varlen
+        kernels: one row costs no more than separate ones), else the model's `attention_ratio`, since
+        sdpa and eager build a dense mask over a packed row."""
+        flash = self.recipe.model.attn_implementation.startswith("flash")
+        return None if flash else attention_ratio(self.model)
+
+    def layout(self, examples: Sequence[Example]) -> Layout:
+        """The micro-batch's model inputs on the run's device (packed unless `train.padding_free` is off)."""
+        return layout(examples, self.pad_id, padding_free=self.recipe.train.padding_free,
+                      attention=self.attention).to(self.device)
+
+    def padded(self, examples: Sequence[Example]) -> int:
+        """The padding slots of the micro-batch's layout, for the `padding_share` metric."""
+        return padded_tokens([len(e.input_ids) for e in examples], padding_free=self.recipe.train.padding_free,
+                             attention=self.attention)
+
 
 def bf16_autocast(run: Run) -> bool:
     """Whether the run's forward passes use bf16 autocast: asked for, and the device supports it."""
@@ -75,9 +95,9 @@ def forward(run: Run, examples: Sequence[Example], *, grad: bool,
             cached_reference: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Policy and reference log-probs `[B]` of a micro-batch's examples (the reference from the cache
     if there is one and `cached_reference`; None for a loss without one)."""
-    batch = collate(examples, run.pad_id).to(run.device)
+    batch = run.layout(examples)
     with torch.set_grad_enabled(grad), autocast(run):
-        policy = sequence_logps(run.model, batch.input_ids, batch.attention_mask, batch.loss_mask)
+        policy = sequence_logps(run.model, batch)
     if not run.spec.needs_reference:
         return policy, None
     if run.refs is not None and cached_reference:
@@ -85,8 +105,8 @@ def forward(run: Run, examples: Sequence[Example], *, grad: bool,
     return policy, reference_logps(run, batch)
 
 
-def reference_logps(run: Run, batch: Collated) -> torch.Tensor:
-    """The reference's log-probs `[B]` of a collated micro-batch on the run's device: the adapter
+def reference_logps(run: Run, batch: Layout) -> torch.Tensor:
+    """The reference's log-probs `[B]` of a micro-batch's layout on the run's device: the adapter
     disabled, no gradient, under the run's autocast."""
     with torch.no_grad(), reference(run.model), autocast(run):
-        return sequence_logps(run.model, batch.input_ids, batch.attention_mask, batch.loss_mask)
+        return sequence_logps(run.model, batch)

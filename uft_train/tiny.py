@@ -1,36 +1,73 @@
-"""A tiny Llama built from a config (no download), for the demo, the tests and CPU benchmarks.
+"""A tiny Llama, Mistral or Qwen2 built from its transformers config (no download), for the demo, the
+tests and CPU benchmarks.
 
-With the defaults and the bundled 512-token tokenizer it has 147,776 parameters: the embedding and
-the untied unembedding (32,768 each), two layers of 41,088 (attention 4 x 64 x 64, MLP 3 x 64 x 128,
-two norms) and the final norm. A forward pass on an [8, 256] batch takes tens of milliseconds on CPU.
+With the defaults and the bundled 512-token tokenizer the Llama has 147,776 parameters: the embedding
+and the untied unembedding (32,768 each), two layers of 41,088 (attention 4 x 64 x 64, MLP 3 x 64 x
+128, two norms) and the final norm. Mistral has the same parameters (its difference is the sliding-
+window attention mask); Qwen2 adds its q/k/v biases (3 x 64 per layer: 148,160). A forward pass on an
+[8, 256] batch takes tens of milliseconds on CPU.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+Architecture = Literal["llama", "mistral", "qwen2"]
+ARCHITECTURES: dict[str, tuple[Callable[..., PretrainedConfig], Callable[..., PreTrainedModel]]] = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+}
 
 
-def build_tiny_model(tokenizer: PreTrainedTokenizerBase, *, hidden_size: int = 64, num_layers: int = 2,
-                     num_heads: int = 4, intermediate_size: int = 128, max_position_embeddings: int = 512,
-                     seed: int = 0) -> LlamaForCausalLM:
-    """A float32 `LlamaForCausalLM` over `tokenizer`'s vocabulary; the same seed gives the same weights.
+def build_tiny_model(tokenizer: PreTrainedTokenizerBase, *, architecture: Architecture = "llama",
+                     hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, intermediate_size: int = 128,
+                     max_position_embeddings: int = 512, seed: int = 0,
+                     attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """A float32 causal LM of `architecture` over `tokenizer`'s vocabulary; the same seed gives the
+    same weights.
 
     Dropout is 0 (implicit-reward losses need `r == 0` at step 0) and the unembedding is untied, as
     in the 7B models the recipes target, so LoRA on the attention/MLP never touches it either way.
-    """
-    config = LlamaConfig(
+    Each architecture keeps what tells it apart from Llama in a real checkpoint: Mistral its
+    sliding-window mask (window = `max_position_embeddings`, so a sequence within the position range
+    sees all of itself and results do not depend on the window), Qwen2 its q/k/v biases, drawn
+    like the weights (transformers zeroes them; a trained Qwen2's are far from zero, and zeros would
+    leave the bias path untested). Llama and Mistral have the same parameters, so the same seed gives
+    them the same weights. Everything else is the config class's default."""
+    config_class, model_class = ARCHITECTURES[architecture]
+    extras: dict[str, dict[str, object]] = {"llama": {"attention_bias": False, "mlp_bias": False},
+                                            "mistral": {"sliding_window": max_position_embeddings}, "qwen2": {}}
+    config = config_class(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, num_key_value_heads=num_heads, intermediate_size=intermediate_size,
-        max_position_embeddings=max_position_embeddings, tie_word_embeddings=False,
-        attention_dropout=0.0, attention_bias=False, mlp_bias=False,
+        max_position_embeddings=max_position_embeddings, tie_word_embeddings=False, attention_dropout=0.0,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id, attn_implementation=attn_implementation,
+        **extras[architecture],
     )
     # fork_rng: seed the initialisation without moving the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = model_class(config)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith(".bias"):
+                    param.normal_(0.0, config.initializer_range)
     model = model.float()  # float32; PreTrainedModel.float, unlike .to, is typed as a method
     end_of_turn = tokenizer.convert_tokens_to_ids("<|end|>")
     if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:

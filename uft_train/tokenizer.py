@@ -91,12 +91,22 @@ def build_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 512) -
     return tokenizer
 
 
-def load_or_build_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
-    """The tokenizer saved in `folder`, or a freshly built one (bundled data) saved there first."""
+def tiny_tokenizer(name: str = "project") -> PreTrainedTokenizerFast:
+    """`model.tiny.tokenizer`: `project` builds the bundled BPE; `mistral` and `qwen2` are the real
+    ones installed packages ship (uft_train/shipped.py)."""
+    if name == "project":
+        return build_tokenizer()
+    from uft_train.shipped import shipped_tokenizer
+
+    return shipped_tokenizer(name)
+
+
+def load_or_build_tokenizer(folder: Path, name: str = "project") -> PreTrainedTokenizerFast:
+    """The tokenizer saved in `folder`, or a fresh `tiny_tokenizer(name)` saved there first."""
     folder = Path(folder)
     if (folder / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
-    tokenizer = build_tokenizer()
+    tokenizer = tiny_tokenizer(name)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(folder)
     return tokenizer

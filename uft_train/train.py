@@ -83,7 +83,7 @@ def train_step(run: Run, batch: GlobalBatch, step: int) -> dict[str, float]:
             terms = micro_batch_terms(run.recipe.loss, examples, micro.pairs, policy, ref, kl)
             # DDP averages gradients over ranks; scaling by world size makes it a sum.
             (terms.values.sum() * run.world / denominator).backward()
-        stats.add(terms, examples)
+        stats.add(terms, examples, run.padded(examples))
     stats = stats.reduce(run.world, run.device)
     loss = stats.loss_sum / denominator
     if not math.isfinite(loss):
@@ -128,7 +128,7 @@ def evaluate(run: Run) -> tuple[dict[str, float], torch.Tensor | None]:
         examples = [run.test[i] for i in micro.rows]
         policy, ref = forward(run, examples, grad=False, cached_reference=False)
         terms = micro_batch_terms(cfg, examples, micro.pairs, policy, ref, kl)
-        stats.add(terms, examples)
+        stats.add(terms, examples, run.padded(examples))
         if terms.rewards is not None:
             order += micro.rows
             rewards.append(terms.rewards.float().cpu())
