@@ -1,21 +1,24 @@
-"""Time `uft-train` against TRL's DPOTrainer and KTOTrainer: one tiny model, one mixture, one run.
+"""Time `uft-train` against TRL's DPOTrainer and KTOTrainer: one tiny model, two shapes of data.
 
-    python bench/bench_train.py [--steps 20] [--warmup 2] [--json bench/out/train.json]
+    python bench/bench_train.py [--steps 20] [--warmup 2] [--repeat 3] [--shape both] [--json FILE]
 
-Model: a tiny Llama (hidden 256, 6 layers, 4 heads, MLP 736; 5.23M parameters) over the project's
-512-token tokenizer, float32 on CPU, with a LoRA adapter (r 16, alpha 16, dropout 0, all seven
-projections) for every method; every reference is that model with the adapter disabled.
-Data: 8 x (warmup + steps + 1) synthetic pairs in the row schema, generated in-process from a
-seeded word list (bench/generate.py's) so that every rendered prompt is 64 tokens and every
-prompt + completion exactly 256 (no padding, no truncation, enough rows for one epoch). The same
-rows go to every method: `sft.parquet` (the chosen rows as sft rows) for our SFT, `pairs.parquet`
-(chosen and rejected rows, kind pairwise) for the rest; TRL DPO gets the pairs as
+Model: a tiny Llama (hidden 256, 6 layers, 4 heads, MLP 736) over the shape's tokenizer, float32 on
+CPU, with a LoRA adapter (r 16, alpha 16, dropout 0, all seven projections) for every method; every
+reference is that model with the adapter disabled. Shapes (bench/train_rows.py):
+  uniform  synthetic pairs, the project's 512-token tokenizer, every prompt 64 tokens and every
+           sequence 256 (no padding, no truncation): per-step overhead.
+  real     the real hh-rlhf pairs of ../shared/samples, rendered with recipes/mix_20k_20k.yaml's
+           template and Mistral-7B-v0.1's tokenizer (32,000 tokens; uft-train's
+           `model.tiny.tokenizer: mistral`, TRL the same tokenizer object): variable lengths.
+The same rows go to every method: `sft.parquet` (the chosen rows as sft rows) for our SFT,
+`pairs.parquet` (chosen and rejected rows, kind pairwise) for the rest; TRL DPO gets the pairs as
 prompt/chosen/rejected, TRL KTO the rows as prompt/completion/label.
 
-Methods, each a whole process run one at a time (fresh memory), batch 8 and AdamW for all:
+Methods, each a whole process (fresh memory), run one after the other and --repeat times over
+(interleaved: every method once, then again), batch 8 and AdamW for all:
   sft             uft-train, loss sft on the chosen rows             8 sequences: policy fwd+bwd
-  una_online      uft-train, una_mse, reference online               8 rows: policy fwd+bwd, ref fwd
-  una_precompute  uft-train, una_mse, loss.reference: precompute     8 rows: policy fwd+bwd (cache built first)
+  una_online      uft-train, una_mse, reference online               8 pairs = 16 rows: fwd+bwd, ref fwd
+  una_precompute  uft-train, una_mse, loss.reference: precompute     8 pairs = 16 rows: fwd+bwd (cache first)
   uft_dpo         uft-train, dpo (no target; same work as trl_dpo)   8 pairs = 16 rows: fwd+bwd, ref fwd
   uft_kto         uft-train, kto (no target; same work as trl_kto)   8 rows: fwd+bwd, ref fwd; 8 KL rows: 2 fwd
   trl_dpo         trl.DPOTrainer, sigmoid loss                       8 pairs = 16 rows: fwd+bwd, ref fwd
@@ -26,20 +29,21 @@ TRL's steps are timed by a TrainerCallback from one `on_step_end` to the next (d
 collation included, like ours); `on_step_begin` -> `on_step_end` is kept in the JSON too.
 
 Tokens of a step = the sequence lengths of the rows whose policy forward takes gradients:
-reference, cache and KTO KL forwards are not counted. Figures: tokens/s is the median over the
-timed steps (after --warmup steps) of tokens / step seconds; peak RSS is ru_maxrss from os.wait4
-on the method's process (Linux: KiB). This parent imports only the standard library so its own
-memory does not leak into the children's ru_maxrss (see bench_data.py). Markdown to stdout,
-progress to stderr, raw figures to --json; work files in bench/out/train/ (git-ignored).
+reference, cache and KTO KL forwards are not counted. A run's tokens/s is the median over its
+timed steps (after --warmup) of tokens / step seconds; a method's figure is the median over its
+runs, its peak RSS the median of the runs' ru_maxrss (os.wait4; Linux: KiB). This parent imports
+only the standard library so its own memory does not leak into the children's ru_maxrss (see
+bench_data.py). Markdown to stdout, progress to stderr, every run to --json; work files in
+bench/out/train/<shape>/ (git-ignored).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -47,11 +51,12 @@ from pathlib import Path
 
 from bench_data import run_process
 from report import machine
+from train_report import markdown, method_figures, ratio_rows, run_figures
+from train_rows import SHAPES, shape_settings
 
 BENCH = Path(__file__).resolve().parent
-TINY = {"hidden_size": 256, "num_layers": 6, "num_heads": 4, "intermediate_size": 736, "max_position_embeddings": 512}
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-SEQ_LEN, PROMPT_LEN, BATCH = 256, 64, 8
+BATCH = 8
 SEED, LR, BETA = 0, 1e-5, 0.1  # the same for every method; neither changes the work of a step
 OURS = {  # method -> (recipe `loss:` section, data file)
     "sft": ({"name": "sft"}, "sft.parquet"),
@@ -62,129 +67,83 @@ OURS = {  # method -> (recipe `loss:` section, data file)
 }
 TRL = ("trl_dpo", "trl_kto")
 METHODS = (*OURS, *TRL)
-LABELS = {
-    "sft": ("uft-train `sft` (chosen rows)", "8 seqs: policy fwd+bwd"),
-    "una_online": ("uft-train `una_mse`, online reference", "8 seqs: policy fwd+bwd, ref fwd"),
-    "una_precompute": ("uft-train `una_mse`, precomputed reference", "8 seqs: policy fwd+bwd (ref from cache)"),
-    "uft_dpo": ("uft-train `dpo` (no target)", "8 pairs = 16 seqs: policy fwd+bwd, ref fwd"),
-    "uft_kto": ("uft-train `kto` (no target)", "8 seqs: policy fwd+bwd, ref fwd; 8 KL seqs: policy + ref fwd"),
-    "trl_dpo": ("TRL `DPOTrainer`", "8 pairs = 16 seqs: policy fwd+bwd, ref fwd"),
-    "trl_kto": ("TRL `KTOTrainer`", "8 seqs: policy fwd+bwd, ref fwd; 8 KL seqs: policy + ref fwd"),
-}
-# (label, numerator, denominator, target, met?) over tokens/s; the peak-RSS target is in `ratio_rows`.
-SPEED_TARGETS = [
-    ("UFT precomputed / our SFT (tokens/s)", "una_precompute", "sft", ">= 0.9", lambda r: r >= 0.9),
-    ("UFT online / TRL KTO (tokens/s)", "una_online", "trl_kto", ">= 1.3", lambda r: r >= 1.3),
-    ("UFT online / TRL DPO (tokens/s)", "una_online", "trl_dpo", ">= 1.3", lambda r: r >= 1.3),
-    ("our dpo / TRL DPO (tokens/s, same loss)", "uft_dpo", "trl_dpo", "none", None),
-    ("our kto / TRL KTO (tokens/s, same loss)", "uft_kto", "trl_kto", "none", None),
-]
 
 
 # --- the children: prepare, then one process per method (heavy imports stay inside) ----------------
 
-def synthetic_rows(tokenizer, pairs: int) -> tuple:  # noqa: ANN001 - (pairwise rows, sft rows) as polars frames
-    """`pairs` pairs (chosen then rejected, one prompt each) whose rendered prompt is PROMPT_LEN tokens and
-    whole SEQ_LEN, and their chosen rows as sft rows: valid rows of the schema, ids included."""
-    import random
-
-    import polars as pl
-    from generate import WORDS
-
-    from uftdata import ids, schema
-
-    # Each message sits between special tokens, which the tokenizer matches before BPE, and the
-    # byte-level pre-tokenizer splits on spaces: " w1 w2 ..." has the summed token counts of its words.
-    cost = {w: len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in WORDS}
-    ones = sorted(w for w in WORDS if cost[w] == 1)
-    rng = random.Random(SEED)
-
-    def message(role: str, n_tokens: int) -> list[dict]:
-        words = []
-        while n_tokens > 0:
-            word = rng.choice(WORDS)
-            word = word if cost[word] <= n_tokens else rng.choice(ones)
-            words.append(word)
-            n_tokens -= cost[word]
-        return [{"role": role, "content": "".join(" " + w for w in words)}]
-
-    # Prompt: <|user|>...<|end|><|assistant|>; completion: ...<|end|>.
-    prompts = [message("user", PROMPT_LEN - 3) for _ in range(pairs)]
-    chosen, rejected = (ids.with_ids(pl.DataFrame({"prompt": prompts, "completion": [
-        message("assistant", SEQ_LEN - PROMPT_LEN - 1) for _ in range(pairs)]})) for _ in range(2))
-    common = {"pair_id": ids.pair_ids(chosen["id"], rejected["id"]), "position": pl.Series(range(pairs))}
-    rows = pl.concat([chosen.with_columns(label=pl.lit(True), score=pl.lit(1.0, pl.Float32), **common),
-                      rejected.with_columns(label=pl.lit(False), score=pl.lit(0.0, pl.Float32), **common)])
-    rows = rows.sort("position", "label", descending=[False, True]).with_columns(  # pairs in order, chosen first
-        kind=pl.lit("pairwise"), source=pl.lit("bench_train"), turn=pl.lit(0, pl.Int32),
-        source_id=pl.format("{}:{}", "position", pl.when("label").then(pl.lit("chosen")).otherwise(pl.lit("rejected"))),
-        attributes=pl.lit(None, schema.POLARS_SCHEMA["attributes"]))
-    sft = rows.filter(pl.col("label")).with_columns(kind=pl.lit("sft"), label=pl.lit(None, pl.Boolean),
-                                                    pair_id=pl.lit(None, pl.String))
-    return rows, sft
-
-
-def prepare(work: Path, pairs: int) -> None:
-    """The tokenizer, the same rows as pairs.parquet and sft.parquet, and the model's parameter counts."""
-    import pyarrow.parquet as pq
+def prepare(work: Path, shape: str, pairs: int) -> None:
+    """The shape's rows (pairs.parquet, sft.parquet) and what the report says of them and of the model."""
+    from train_rows import write_rows
 
     from uft_train.config import recipe_from_mapping
-    from uft_train.data import tokenize_split
-    from uft_train.model import add_adapter
-    from uft_train.tiny import build_tiny_model
-    from uft_train.tokenizer import load_or_build_tokenizer
-    from uftdata import schema
+    from uft_train.model import add_adapter, load_tokenizer_and_model
 
-    tokenizer = load_or_build_tokenizer(work / "tokenizer")
-    rows, sft = synthetic_rows(tokenizer, pairs)
-    for name, frame in (("pairs", rows), ("sft", sft)):
-        examples, dropped = tokenize_split(frame, tokenizer, template=None, max_length=SEQ_LEN,
-                                           max_prompt_length=2 * PROMPT_LEN)
-        lengths = {(len(e.input_ids), e.prompt_len) for e in examples}
-        if dropped or lengths != {(SEQ_LEN, PROMPT_LEN)}:  # a template or tokenizer change broke the arithmetic
-            raise RuntimeError(f"{name}: rows tokenize to (length, prompt) {sorted(lengths)}, dropped {dict(dropped)}; "
-                               f"expected all ({SEQ_LEN}, {PROMPT_LEN})")
-        pq.write_table(schema.to_arrow(frame), work / f"{name}.parquet")
-    base = build_tiny_model(tokenizer, **TINY)
+    rows = write_rows(work, shape, pairs)
+    recipe = recipe_from_mapping(our_recipe("una_online", work, shape, 1), "bench_train")
+    _, base = load_tokenizer_and_model(recipe, None)
     n_base = sum(p.numel() for p in base.parameters())
-    recipe = recipe_from_mapping(our_recipe("una_online", work, 1), "bench_train")
     n_lora = sum(p.numel() for p in add_adapter(base, recipe, implicit_reward=True).parameters() if p.requires_grad)
-    write_json(work / "setup.json", {"base_parameters": n_base, "lora_parameters": n_lora, "pairs": pairs,
-                                     "rows": rows.height, "seq_len": SEQ_LEN, "prompt_len": PROMPT_LEN})
+    write_json(work / "setup.json", {"base_parameters": n_base, "lora_parameters": n_lora, **rows})
 
 
-def our_recipe(method: str, work: Path, steps: int) -> dict:
+def our_recipe(method: str, work: Path, shape: str, steps: int) -> dict:
     loss, data_file = OURS[method]
+    settings = shape_settings(shape)
     return {
-        "model": {"name": "tiny", "dtype": "float32", "tiny": TINY},
+        "model": {"name": "tiny", "dtype": "float32", "tiny": settings["tiny"],
+                  **({"template": settings["template"]} if settings["template"] else {})},
         "lora": {"r": 16, "alpha": 16, "dropout": 0.0, "targets": list(TARGETS)},
-        "data": {"path": str(work / data_file), "max_length": SEQ_LEN, "max_prompt_length": 2 * PROMPT_LEN},
+        "data": {"path": str(work / data_file), "max_length": settings["max_length"],
+                 "max_prompt_length": settings["max_prompt_length"]},
         "loss": {"beta": BETA, **loss},
         "optim": {"lr": LR, "warmup_ratio": 0.0, "schedule": "constant"},
-        "train": {"seed": SEED, "epochs": 1, "max_steps": steps, "batch_size": BATCH, "micro_batch_size": BATCH,
+        # max_steps ends the run; the uniform shape has rows for one epoch, the real one may start more.
+        "train": {"seed": SEED, "epochs": 100, "max_steps": steps, "batch_size": BATCH, "micro_batch_size": BATCH,
                   "device": "cpu", "autocast_bf16": False},
         "output": {"dir": str(work / "runs" / method), "overwrite": True},
     }
 
 
-def run_ours(method: str, work: Path, steps: int) -> dict:
+def run_ours(method: str, work: Path, shape: str, steps: int) -> dict:
     import torch
 
-    from uft_train.config import recipe_from_mapping
+    from uft_train.config import TinyModelConfig, recipe_from_mapping
     from uft_train.train import train
 
     folder = work / "runs" / method
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(work / "tokenizer", folder / "tokenizer")  # the run would build the same one; copying is faster
-    train(recipe_from_mapping(our_recipe(method, work, steps), "bench_train"))
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh run folder: the run builds and saves its tokenizer
+    mapping = our_recipe(method, work, shape, steps)
+    if shape == "real" and "tokenizer" not in {f.name for f in dataclasses.fields(TinyModelConfig)}:
+        older_checkout(mapping, work)
+    train(recipe_from_mapping(mapping, "bench_train"))
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     return {"tokens": [m["tokens"] for m in metrics], "step_s": [m["tokens"] / m["tokens_per_s"] for m in metrics],
             "threads": torch.get_num_threads()}
 
 
-def trl_setup(method: str, work: Path, steps: int) -> tuple:
+def older_checkout(mapping: dict, work: Path) -> None:
+    """An older uft_train (`--ours-path`, before `model.tiny.tokenizer` existed) measured on the real
+    shape: its loader is replaced by one that builds the same tiny model over the same tokenizer
+    folder that TRL reads (written by `prepare` with this checkout), as bench_memory.py does."""
+    from transformers import AutoTokenizer
+
+    import uft_train.train as train_module
+    from uft_train.tiny import build_tiny_model
+
+    dims = {k: v for k, v in mapping["model"]["tiny"].items() if k != "tokenizer"}
+    mapping["model"]["tiny"] = dims
+
+    def load(_recipe: object, tokenizer_dir: Path | None) -> tuple:
+        tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
+        if tokenizer_dir is not None and not (tokenizer_dir / "tokenizer.json").is_file():
+            tokenizer.save_pretrained(tokenizer_dir)  # the reference-cache key hashes the run's tokenizer folder
+        return tokenizer, build_tiny_model(tokenizer, **dims)
+
+    train_module.load_tokenizer_and_model = load  # type: ignore[attr-defined]
+
+
+def trl_setup(method: str, work: Path, shape: str, steps: int) -> tuple:
     """(trainer class, its config, the rows in its layout) for trl_dpo or trl_kto."""
-    import dataclasses
 
     import pyarrow.parquet as pq
     import trl
@@ -204,7 +163,7 @@ def trl_setup(method: str, work: Path, steps: int) -> tuple:
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     config = config_cls(
         output_dir=str(work / "runs" / method), per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
-        max_steps=steps, max_length=SEQ_LEN, bf16=False, fp16=False, use_cpu=True, **{checkpointing: False},
+        max_steps=steps, max_length=shape_settings(shape)["max_length"], bf16=False, fp16=False, use_cpu=True, **{checkpointing: False},
         learning_rate=LR, lr_scheduler_type="constant", optim="adamw_torch", weight_decay=0.0, max_grad_norm=1.0,
         beta=BETA, seed=SEED, save_strategy="no", eval_strategy="no", logging_strategy="no", report_to="none",
         dataloader_num_workers=0, disable_tqdm=True,
@@ -212,19 +171,20 @@ def trl_setup(method: str, work: Path, steps: int) -> tuple:
     return trainer_cls, config, data
 
 
-def run_trl(method: str, work: Path, steps: int) -> dict:
+def run_trl(method: str, work: Path, shape: str, steps: int) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
+    from train_rows import tokenizer_for
     from transformers import TrainerCallback
 
-    from uft_train.model import TINY_BASE_SEED
-    from uft_train.tiny import build_tiny_model
-    from uft_train.tokenizer import load_or_build_tokenizer
+    from uft_train.config import recipe_from_mapping
+    from uft_train.model import load_tokenizer_and_model
 
-    trainer_cls, config, data = trl_setup(method, work, steps)
-    tokenizer = load_or_build_tokenizer(work / "tokenizer")
-    model = build_tiny_model(tokenizer, **TINY, seed=TINY_BASE_SEED)  # the weights uft-train builds
+    trainer_cls, config, data = trl_setup(method, work, shape, steps)
+    tokenizer = tokenizer_for(shape, work / "tokenizer")  # the same tokenizer and template as ours
+    recipe = recipe_from_mapping(our_recipe("uft_dpo", work, shape, steps), "bench_train")
+    _, model = load_tokenizer_and_model(recipe, None)  # the weights uft-train builds
     lora = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=list(TARGETS), bias="none",
                       task_type="CAUSAL_LM")
     begins: list[float] = []
@@ -251,65 +211,16 @@ def run_trl(method: str, work: Path, steps: int) -> dict:
             "step_s_begin_to_end": [b - a for a, b in zip(begins, ends)], "threads": torch.get_num_threads()}
 
 
-def worker(method: str, work: Path, steps: int, threads: int | None) -> None:
+def worker(method: str, work: Path, shape: str, steps: int, threads: int | None) -> None:
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    result = run_ours(method, work, steps) if method in OURS else run_trl(method, work, steps)
+    result = run_ours(method, work, shape, steps) if method in OURS else run_trl(method, work, shape, steps)
     write_json(work / f"{method}.json", result)
 
 
 # --- the parent (standard library only) ------------------------------------------------------------
-
-def summarize(result: dict, warmup: int) -> dict:
-    timed = list(zip(result["tokens"], result["step_s"]))[warmup:]
-    return {"tokens_per_step": statistics.median(t for t, _ in timed),
-            "step_s": statistics.median(s for _, s in timed),
-            "tokens_per_s": statistics.median(t / s for t, s in timed)}
-
-
-def ratio_rows(figures: dict[str, dict]) -> list[tuple[str, float | None, str, str]]:
-    """(label, value or None if a method did not run, target, met) for every ratio of the report."""
-    rows = []
-    for label, num, den, target, met in SPEED_TARGETS:
-        value = (figures[num]["tokens_per_s"] / figures[den]["tokens_per_s"]) if num in figures and den in figures else None
-        rows.append((label, value, target, "-" if met is None or value is None else ("yes" if met(value) else "NO")))
-    ours = [figures[m]["peak_rss_mib"] for m in ("una_online", "una_precompute") if m in figures]
-    theirs = [figures[m]["peak_rss_mib"] for m in TRL if m in figures]
-    value = max(ours) / min(theirs) if ours and theirs else None
-    rows.append(("peak RSS: max(UFT online, precomputed) / min(TRL DPO, KTO)", value, "<= 1.0",
-                 "-" if value is None else ("yes" if value <= 1.0 else "NO")))
-    return rows
-
-
-def markdown(figures: dict[str, dict], setup: dict, info: dict, command: list[str], args: argparse.Namespace) -> str:
-    lines = [
-        "## Trainer benchmark",
-        "",
-        f"`{' '.join(command)}`: {args.steps} timed steps after {args.warmup} warm-up; "
-        f"{info['nproc']} CPUs ({info['cpu_model']}), {info['ram_gib']} GiB RAM, load average "
-        f"{info['load_avg_1m_at_start']:.2f} at start; torch {info['torch']} ({figures[next(iter(figures))]['threads']} "
-        f"threads), transformers {info['transformers']}, peft {info['peft']}, trl {info['trl']}.",
-        "",
-        f"Tiny Llama of {setup['base_parameters']:,} parameters + {setup['lora_parameters']:,} LoRA (r 16, all "
-        f"projections), float32 on CPU; {setup['pairs']:,} synthetic pairs, every sequence {SEQ_LEN} tokens "
-        f"(prompt {PROMPT_LEN}); batch {BATCH}. Tokens = the policy forward's sequences (no reference or KL forwards).",
-        "",
-        "| method | a step | tokens/step | step s | tokens/s | vs our SFT | peak RSS MiB | process s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    sft = figures.get("sft", {}).get("tokens_per_s")
-    for method, f in figures.items():
-        name, work = LABELS[method]
-        versus = f"{f['tokens_per_s'] / sft:.2f}" if sft else "-"
-        lines.append(f"| {name} | {work} | {f['tokens_per_step']:,.0f} | {f['step_s']:.3f} | {f['tokens_per_s']:,.0f} "
-                     f"| {versus} | {f['peak_rss_mib']:,.0f} | {f['process_s']:.1f} |")
-    lines += ["", "| ratio | value | target | met |", "|---|---:|---|---|"]
-    for label, value, target, met in ratio_rows(figures):
-        lines.append(f"| {label} | {'-' if value is None else f'{value:.2f}'} | {target} | {met} |")
-    return "\n".join(lines)
-
 
 def versions(info: dict) -> dict:
     for package in ("torch", "transformers", "peft", "accelerate", "trl"):
@@ -328,53 +239,79 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="Timed optimizer steps per method (default 20).")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed steps before them, at least 1 (default 2).")
+    parser.add_argument("--repeat", type=int, default=1, help="Runs of every method, each a fresh process (default 1).")
+    parser.add_argument("--shape", choices=(*SHAPES, "both"), default="both", help="Data shape (default both).")
     parser.add_argument("--methods", type=parse_methods, default=list(METHODS),
                         help=f"Comma-separated subset of {','.join(METHODS)} (default all).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in every method (default torch's).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the raw figures to this JSON file.")
     parser.add_argument("--work", type=Path, default=BENCH / "out" / "train", help="Work folder (default bench/out/train/).")
+    parser.add_argument("--ours-path", type=Path, default=None,
+                        help="Run uft-train's methods from the uft_train package in this folder (e.g. a git worktree "
+                             "of an older commit, for before/after figures); data and TRL use this checkout.")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: prepare, or one method
     args = parser.parse_args()
+    if args.worker is None and (args.steps < 1 or args.warmup < 1 or args.repeat < 1):
+        parser.error(f"--steps, --warmup and --repeat must be at least 1 (got {args.steps}, {args.warmup}, {args.repeat})")
+    return args
+
+
+def run_shape(args: argparse.Namespace, shape: str, env: dict[str, str]) -> tuple[dict, dict, dict]:
+    """(figures by method, the shape's setup, every run by method) of one shape."""
+    work = args.work / shape
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work / "cache", ignore_errors=True)  # the precompute run always builds its cache
+    env = {**env, "UFT_CACHE": str(work / "cache")}
+    child = [sys.executable, str(Path(__file__).resolve()), "--work", str(work), "--shape", shape,
+             "--steps", str(args.steps), "--warmup", str(args.warmup),
+             *(["--threads", str(args.threads)] if args.threads else [])]
+    run_process([*child, "--worker", "prepare"], work / "prepare.log", env)
+    ours_env = env if args.ours_path is None else {**env, "PYTHONPATH": str(args.ours_path.resolve())}
+    setup = json.loads((work / "setup.json").read_text())
+    runs: dict[str, list[dict]] = {m: [] for m in args.methods}
+    for k in range(args.repeat):
+        for method in args.methods:
+            load = os.getloadavg()[0]
+            process_s, peak = run_process([*child, "--worker", method], work / f"{method}.log",
+                                          env if method in TRL else ours_env)
+            raw = json.loads((work / f"{method}.json").read_text())
+            shutil.rmtree(work / "cache", ignore_errors=True)  # every precompute run builds its cache
+            run = {**raw, **run_figures(raw, args.warmup), "peak_rss_mib": peak, "process_s": process_s, "load_1m": load}
+            runs[method].append(run)
+            print(f"  {shape} {method} run {k + 1}: {run['tokens_per_s']:,.0f} tokens/s, {peak:,.0f} MiB, "
+                  f"{process_s:.1f} s, load {load:.2f}", file=sys.stderr)
+    return {m: method_figures(r) for m, r in runs.items()}, setup, runs
+
+
+def main() -> None:
+    args = arguments()
     if args.worker == "prepare":
-        return prepare(args.work, BATCH * (args.warmup + args.steps + 1))
+        return prepare(args.work, args.shape, BATCH * (args.warmup + args.steps + 1))
     if args.worker is not None:
-        return worker(args.worker, args.work, args.warmup + args.steps, args.threads)
-    if args.steps < 1 or args.warmup < 1:
-        parser.error(f"--steps and --warmup must be at least 1 (got {args.steps} and {args.warmup})")
+        return worker(args.worker, args.work, args.shape, args.warmup + args.steps, args.threads)
     info = versions(machine())
     if info["trl"] is None and any(m in TRL for m in args.methods):
         sys.exit("bench: trl is not installed; install the benchmark extra: pip install -e '.[bench]'")
     if info["load_avg_1m_at_start"] > 0.25 * info["nproc"]:
         print(f"bench: warning: load average {info['load_avg_1m_at_start']:.1f} on {info['nproc']} CPUs; "
               "other work on this machine will skew the figures", file=sys.stderr)
-
-    args.work.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(args.work / "cache", ignore_errors=True)  # the precompute run always builds its cache
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "CUDA_VISIBLE_DEVICES": "", "UFT_CACHE": str(args.work / "cache"), "TQDM_DISABLE": "1"}
-    child = [sys.executable, str(Path(__file__).resolve()), "--work", str(args.work), "--steps", str(args.steps),
-             "--warmup", str(args.warmup), *(["--threads", str(args.threads)] if args.threads else [])]
-    run_process([*child, "--worker", "prepare"], args.work / "prepare.log", env)
-    setup = json.loads((args.work / "setup.json").read_text())
-    figures, raw = {}, {}
-    for method in args.methods:
-        process_s, peak = run_process([*child, "--worker", method], args.work / f"{method}.log", env)
-        raw[method] = json.loads((args.work / f"{method}.json").read_text())
-        figures[method] = {**summarize(raw[method], args.warmup), "peak_rss_mib": peak, "process_s": process_s,
-                           "threads": raw[method]["threads"]}
-        print(f"  {method}: {figures[method]['tokens_per_s']:,.0f} tokens/s, {peak:,.0f} MiB, {process_s:.1f} s",
-              file=sys.stderr)
+           "CUDA_VISIBLE_DEVICES": "", "TQDM_DISABLE": "1"}
+    by_shape, setups, raw = {}, {}, {}
+    for shape in SHAPES if args.shape == "both" else (args.shape,):
+        by_shape[shape], setups[shape], raw[shape] = run_shape(args, shape, env)
     command = ["python", "bench/bench_train.py", *sys.argv[1:]]
-    print(markdown(figures, setup, info, command, args))
+    print(markdown(by_shape, setups, info, command, args.steps, args.warmup, args.repeat))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        ratios = {label: value for label, value, _, _ in ratio_rows(figures)}
-        write_json(args.json, {"command": command, "machine": info, "setup": setup, "steps": args.steps,
-                               "warmup": args.warmup, "figures": figures, "ratios": ratios, "raw": raw})
+        ratios = {shape: {label: value for label, value, _, _ in ratio_rows(f)} for shape, f in by_shape.items()}
+        write_json(args.json, {"command": command, "machine": info, "setup": setups, "steps": args.steps,
+                               "warmup": args.warmup, "repeat": args.repeat, "figures": by_shape, "ratios": ratios,
+                               "runs": raw})
 
 
 def write_json(path: Path, data: dict) -> None:
