@@ -11,8 +11,10 @@ completion positions only, in chunks (docs/design.md, "The forward pass").
   attention is dear (small models), wider where the linear layers dominate (7B).
 - `sequence_logps` runs the model once for its last hidden states and applies the LM head to the
   positions that predict a completion token only, in chunks of at most `CHUNK_BYTES` of float32
-  logits; with gradients, each chunk is recomputed in the backward (activation checkpointing), so
-  neither pass holds the `[B, T, V]` logits. Token log-probs are float32, whatever the model's dtype.
+  logits. With gradients, a frozen linear head (LoRA's) has each chunk's gradient with respect to
+  the hidden states computed in the forward (`FrozenHeadLogps`), any other head has each chunk
+  recomputed in the backward (activation checkpointing): neither pass holds the `[B, T, V]` logits.
+  Token log-probs are float32, whatever the model's dtype.
 """
 
 from __future__ import annotations
