@@ -4,6 +4,8 @@ all positions' logits kept for the backward."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -109,6 +111,11 @@ def test_packed_rows_equal_padded_rows(name: str) -> None:
     with torch.no_grad():
         alone = torch.cat([sequence_logps(model, layout([e], pad_id=0, padding_free=False)) for e in EXAMPLES])
     torch.testing.assert_close(packed, alone, rtol=0, atol=1e-5)
+    # Without the restarting position_ids one row is one sequence to the model: the examples see each other.
+    with torch.no_grad():
+        one_row = layout(EXAMPLES, pad_id=0, padding_free=True, attention=None)
+        unmasked = sequence_logps(model, dataclasses.replace(one_row, position_ids=None))
+    assert float((unmasked - alone).abs().max()) > 1e-2
     assert bool((padded < 0).all())
 
 
