@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -18,8 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft.utils import get_peft_model_state_dict
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import uft_train.train as train_module
@@ -32,7 +30,7 @@ from uft_train.kl import derangement, swap_completion
 from uft_train.logps import from_masks, layout, sequence_logps
 from uft_train.loss_table import get_loss
 from uft_train.model import add_adapter, load_tokenizer_and_model, reference
-from uft_train.step import Run
+from uft_train.step import Run, row_key
 from uft_train.train import train
 from uftdata.cli import app
 
@@ -251,38 +249,26 @@ def test_a_finished_run_is_kept_unless_overwrite(mixture: Path, tmp_path: Path) 
 
 # --- reference cache --------------------------------------------------------------------------------
 
-def test_reference_cache_hit_miss_and_tamper(mixture: Path, tmp_path: Path, cache: Path, runs: list[Run]) -> None:
+def test_reference_cache_miss_then_hit(mixture: Path, tmp_path: Path, cache: Path, runs: list[Run]) -> None:
+    """The first precompute run computes every row (losses as online's), the second finds them all and
+    writes nothing; another data.max_length is another store (tests/test_refcache.py: the rest)."""
     online = [m["loss"] for m in read_metrics(train(tiny_recipe(mixture, tmp_path / "online")))]
 
-    def precomputed(name: str, *overrides: str) -> tuple[list[float], Path, bool]:
+    def precomputed(name: str, *overrides: str) -> tuple[list[float], Path, int]:
         run_dir = train(tiny_recipe(mixture, tmp_path / name, "loss.reference=precompute", *overrides))
         refs = runs[-1].refs
-        assert refs is not None
-        return [m["loss"] for m in read_metrics(run_dir)], refs.path, refs.built
+        assert refs is not None and refs.hits + refs.misses == len({row_key(e) for e in runs[-1].train})
+        return [m["loss"] for m in read_metrics(run_dir)], refs.store, refs.misses
 
-    first, path, built = precomputed("first")
-    assert built and path.parent == cache / "refs" and [p.name for p in path.parent.iterdir()] == [path.name]
-    with safe_open(str(path), framework="pt") as f:
-        key = f.metadata()["key"]
-    assert path.stem == hashlib.sha256(key.encode()).hexdigest()  # the name is the hash of the stored key
+    first, store, misses = precomputed("first")
+    assert misses > 0 and store.parent == cache / "refs"
     assert first == pytest.approx(online, abs=1e-5)
-
-    mtime = path.stat().st_mtime_ns
-    second, same, built = precomputed("second")
-    assert same == path and not built and path.stat().st_mtime_ns == mtime
+    before = sorted((store / "segments").iterdir())
+    second, same, misses = precomputed("second")
+    assert (same, misses) == (store, 0) and sorted((store / "segments").iterdir()) == before
     assert second == first
-
-    _, other, built = precomputed("longer", "data.max_length=500")
-    assert built and other != path and other.is_file()
-
-    # A file whose stored key is not its name's (copied, or written by another version) is rebuilt.
-    save_file({"rows": load_file(path)["rows"], "logps": torch.full_like(load_file(path)["logps"], 5.0)},
-              str(path), metadata={"key": "tampered"})
-    third, same, built = precomputed("third")
-    assert same == path and built
-    with safe_open(str(path), framework="pt") as f:
-        assert f.metadata()["key"] == key
-    assert third == pytest.approx(online, abs=1e-5)
+    _, other, misses = precomputed("longer", "data.max_length=500")
+    assert misses > 0 and other != store
 
 
 # --- a loss that is not finite ----------------------------------------------------------------------

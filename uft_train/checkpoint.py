@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 
+from uft_train import fsdp
 from uft_train.config import Recipe, load_recipe, recipe_to_dict, recipe_to_yaml
 from uft_train.errors import TrainError
 from uft_train.step import Run
@@ -53,14 +54,18 @@ def _unwrap(model: torch.nn.Module) -> PeftModel:
 
 def save_checkpoint(run_dir: Path, run: Run, step: int) -> Path:
     """`checkpoints/step-NNNNNN/` after `step` steps. One that exists already holds that very state (a
-    non-finite loss saves the last good step, which `save_every` may have saved): it is kept."""
+    non-finite loss saves the last good step, which `save_every` may have saved): it is kept.
+
+    Every rank calls it: under FSDP the adapter and the optimizer state are gathered whole first, so
+    the files are those a one-process run writes."""
     target = run_dir / "checkpoints" / f"step-{step:06d}"
+    adapter, optimizer = fsdp.trainable_state(_unwrap(run.model)), fsdp.optimizer_state(run.optimizer)
     if run.rank != 0 or target.is_dir():
         return target
     with atomic_path(target) as tmp:
-        _unwrap(run.model).save_pretrained(str(tmp / "adapter"), safe_serialization=True)
+        _unwrap(run.model).save_pretrained(str(tmp / "adapter"), safe_serialization=True, state_dict=adapter)
         torch.save({
-            "optimizer": run.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scheduler": run.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
@@ -162,9 +167,13 @@ def load_checkpoint(path: Path, run: Run) -> int:
 
     try:
         weights = load_file(str(path / "adapter" / "adapter_model.safetensors"))
-        set_peft_model_state_dict(_unwrap(run.model), weights)
         state = torch.load(path / STATE, weights_only=False)  # our own file: optimizer state and RNG tuples
-        run.optimizer.load_state_dict(state["optimizer"])
+        if fsdp.is_sharded(run.model):
+            fsdp.load_trainable(run.model, weights)
+            fsdp.load_optimizer(run.optimizer, state["optimizer"])
+        else:
+            set_peft_model_state_dict(_unwrap(run.model), weights)
+            run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
         step = int(json.loads((path / "step.json").read_text())["step"])
     except (OSError, SafetensorError, RuntimeError, ValueError, KeyError, TypeError, EOFError,

@@ -50,6 +50,8 @@ class TinyModelConfig:
     """Decoder layers of the tiny model."""
     num_heads: int = 4
     """Attention heads of the tiny model; must divide hidden_size."""
+    num_kv_heads: int | None = None
+    """Key-value heads of the tiny model (grouped-query attention, as Mistral-7B's 8); must divide num_heads; null = num_heads."""
     intermediate_size: int = 128
     """MLP width of the tiny model."""
     max_position_embeddings: int = 512
@@ -184,6 +186,8 @@ class TrainConfig:
     """Print metrics every N steps (all are written to metrics.jsonl)."""
     device: str = "auto"
     """auto (cuda if present, else cpu), cpu, cuda, cuda:N or mps."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun: `ddp` (a whole model per process) or `fsdp` (FSDP2: weights, adapter, gradients and optimizer state sharded over the processes; a pretrained base is read rank by rank, never whole). One process: the same run either way."""
     autocast_bf16: bool = True
     """bfloat16 autocast, only where the device supports it."""
 

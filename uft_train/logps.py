@@ -29,6 +29,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from uft_train.data import Example
+from uft_train.fsdp import unsharded
 from uft_train.model import accepts_logits_to_keep, unwrapped
 
 CHUNK_BYTES = 256 * 2**20  # float32 logits of one chunk of completion positions
@@ -203,7 +204,8 @@ def _token_logps(model: torch.nn.Module, batch: Layout) -> torch.Tensor:
         handle.remove()
     hidden = captured[0]
     assert isinstance(head, torch.nn.Module)
-    return chunked_token_logps(hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.where), head, batch.targets)
+    with unsharded(head, model):  # FSDP: the head's own unit, gathered for the chunks
+        return chunked_token_logps(hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.where), head, batch.targets)
 
 
 def _call(model: torch.nn.Module, batch: Layout, *, logits_to_keep: int) -> CausalLMOutputWithPast:

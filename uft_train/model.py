@@ -29,9 +29,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 TINY_BASE_SEED = 0  # the tiny "base model" is the same whatever the training seed
 
 
-def load_tokenizer_and_model(recipe: Recipe,
-                             tokenizer_dir: Path | None) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def load_tokenizer_and_model(recipe: Recipe, tokenizer_dir: Path | None, *, device: torch.device | None = None,
+                             ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """The tokenizer and the base model (stage-1 adapter merged in, if any), before LoRA.
+
+    The tiny model is built on `device` (None: the CPU), in `model.dtype` (`tiny.build_tiny_model`);
+    a pretrained model is read to the CPU.
 
     The tiny model's tokenizer is read from `tokenizer_dir` (a run folder's; built and saved there if
     missing), or built in memory when it is None: a run saves it only once its checks have passed.
@@ -48,13 +51,11 @@ def load_tokenizer_and_model(recipe: Recipe,
                      else load_or_build_tokenizer(tokenizer_dir, tiny.tokenizer))
         check_attention(cfg, recipe.train.device)
         model = build_tiny_model(tokenizer, architecture=tiny.architecture, hidden_size=tiny.hidden_size,
-                                 num_layers=tiny.num_layers, num_heads=tiny.num_heads,
+                                 num_layers=tiny.num_layers, num_heads=tiny.num_heads, num_kv_heads=tiny.num_kv_heads,
                                  intermediate_size=tiny.intermediate_size,
                                  max_position_embeddings=tiny.max_position_embeddings, seed=TINY_BASE_SEED,
-                                 attn_implementation=cfg.attn_implementation)
-        # nn.Module.to: PreTrainedModel.to only adds quantization checks (no quantized tiny model), and its
-        # decorator hides the signature from mypy.
-        model = torch.nn.Module.to(model, DTYPES[cfg.dtype])
+                                 attn_implementation=cfg.attn_implementation, device=device or "cpu",
+                                 dtype=DTYPES[cfg.dtype])
     else:
         check_attention(cfg, recipe.train.device)
         tokenizer, model = load_pretrained(cfg)
@@ -168,19 +169,22 @@ def add_adapter(model: PreTrainedModel, recipe: Recipe, *, implicit_reward: bool
     Done here, once the model is loaded and the adapter added (peft's modules exist) and before any
     reference log-prob, online or cached, is computed: the trainer builds the run's model only here.
     `sft` has no reference and keeps the base config's dropout (and `lora.dropout`)."""
-    lora = recipe.lora
-    config = PeftLoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.targets), bias="none", task_type="CAUSAL_LM",
-        lora_dropout=0.0 if implicit_reward else lora.dropout,
-    )
     with quiet_peft():
-        peft_model = get_peft_model(model, config)
+        peft_model = get_peft_model(model, lora_config(recipe, implicit_reward=implicit_reward))
     if implicit_reward:
         disable_dropout(peft_model)
     if recipe.model.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable()
         peft_model.enable_input_require_grads()
     return peft_model
+
+
+def lora_config(recipe: Recipe, *, implicit_reward: bool) -> PeftLoraConfig:
+    lora = recipe.lora
+    return PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.targets), bias="none", task_type="CAUSAL_LM",
+        lora_dropout=0.0 if implicit_reward else lora.dropout,
+    )
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -261,16 +265,18 @@ def model_fingerprint(recipe: Recipe, tokenizer_dir: Path) -> dict:
     }
 
 
-def model_identity(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> dict[str, str]:
+def model_identity(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel,
+                   weights_sha256: str | None = None) -> dict[str, str]:
     """What a checkpoint records of the base model and tokenizer, beyond the recipe's model.* keys, so a
     resumed run knows it continues on the same ones: the Hub commit the weights came from, sha256s of
     the config, of every tensor's name, dtype, shape and first and last 64 values (the whole weights
     would take minutes at 7B; a sample tells two checkpoints of one architecture apart), of the
-    tokenizer (its full serialization, chat template and special tokens) and of the stage-1 adapter."""
+    tokenizer (its full serialization, chat template and special tokens) and of the stage-1 adapter.
+    `weights_sha256` is given for a model on the meta device (`fsdp.weights_sha256`, read from its files)."""
     config = {k: v for k, v in model.config.to_dict().items()
               if k not in ("transformers_version", "_commit_hash", "_name_or_path")}
     weights = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in model.state_dict().items() if weights_sha256 is None else ():
         flat = tensor.detach().reshape(-1)
         sample = torch.cat([flat[:64], flat[-64:]]).to("cpu", torch.float64).numpy()
         weights.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
@@ -280,7 +286,7 @@ def model_identity(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, model: 
     identity = {
         "model.commit": str(getattr(model.config, "_commit_hash", None)),
         "model.config_sha256": _sha256(json.dumps(config, sort_keys=True, default=str)),
-        "model.weights_sha256": weights.hexdigest(),
+        "model.weights_sha256": weights_sha256 or weights.hexdigest(),
         "model.tokenizer_sha256": _sha256(json.dumps([tokens, tokenizer.chat_template,
                                                       tokenizer.special_tokens_map], sort_keys=True, default=str)),
     }

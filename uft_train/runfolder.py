@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from uft_train.checkpoint import latest_checkpoint
 from uft_train.errors import TrainError
+from uft_train.fsdp import trainable_state
 from uft_train.predictions import PREDICTIONS, write_predictions
 from uftdata import __version__
 from uftdata.atomic import atomic_path, check_output
@@ -151,15 +152,17 @@ class RunFolder:
                     self._board.add_scalar(key, value, metrics["step"])
 
     def finish(self, run: Trained, final_eval: dict, predictions: pl.DataFrame | None = None) -> None:
-        """The final adapter, eval_predictions.parquet (when there are rewards) and summary.json."""
+        """The final adapter, eval_predictions.parquet (when there are rewards) and summary.json.
+        Every rank calls it (under FSDP the adapter is gathered whole first); rank 0 writes."""
+        model = run.model.module if isinstance(run.model, DistributedDataParallel) else run.model
+        adapter = trainable_state(model)
         if self.rank != 0:
             return
         if predictions is not None:
             write_predictions(predictions, self.path / PREDICTIONS)
-        model = run.model.module if isinstance(run.model, DistributedDataParallel) else run.model
         assert isinstance(model, PeftModel)  # uft_train.model.add_adapter made it
         with atomic_path(self.path / "adapter") as tmp:
-            model.save_pretrained(str(tmp), safe_serialization=True)
+            model.save_pretrained(str(tmp), safe_serialization=True, state_dict=adapter)
         _write(self.path / "summary.json", json.dumps({"final_eval": final_eval}, indent=2, sort_keys=True) + "\n")
         if self._metrics is not None:
             self._metrics.close()

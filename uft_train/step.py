@@ -8,7 +8,9 @@ implicit reward is 0 at step 0 either way (docs/design.md, "Reference = the poli
 
 from __future__ import annotations
 
+import array
 import functools
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,17 +25,27 @@ from uft_train.loss_table import LossSpec, get_loss
 from uft_train.model import reference
 
 
+def row_key(example: Example) -> bytes:
+    """A row's key in the reference cache: its id (16 bytes; ids hash the text) and the first 16
+    bytes of a sha256 of its tokens, since nothing checks that a plain Parquet file's ids hash its
+    text (docs/design.md, "Reference cache")."""
+    tokens = array.array("q", (example.prompt_len, *example.input_ids)).tobytes()
+    return bytes.fromhex(example.id) + hashlib.sha256(tokens).digest()[:16]
+
+
 @dataclass(frozen=True)
 class ReferenceCache:
-    """Precomputed reference log-probs of the training rows, by row position in the train split;
-    `path` is the cache file and `built` whether this run computed it (`uft_train.refcache`)."""
+    """Precomputed reference log-probs of the training rows, by `row_key`; `store` is the folder
+    they were read from and written to, `hits` and `misses` the run's distinct rows found there
+    and computed (`uft_train.refcache`)."""
 
-    by_row: Mapping[int, float]
-    path: Path
-    built: bool
+    by_key: Mapping[bytes, float]
+    store: Path
+    hits: int
+    misses: int
 
     def lookup(self, examples: Sequence[Example]) -> torch.Tensor:
-        return torch.tensor([self.by_row[e.row] for e in examples], dtype=torch.float32)
+        return torch.tensor([self.by_key[row_key(e)] for e in examples], dtype=torch.float32)
 
 
 @dataclass
@@ -84,7 +96,12 @@ class Run:
 
 def bf16_autocast(run: Run) -> bool:
     """Whether the run's forward passes use bf16 autocast: asked for, and the device supports it."""
-    return run.recipe.train.autocast_bf16 and run.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return bf16_compute(run.recipe, run.device)
+
+
+def bf16_compute(recipe: Recipe, device: torch.device) -> bool:
+    """`bf16_autocast` before the run exists (FSDP's mixed-precision policy follows it)."""
+    return recipe.train.autocast_bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def autocast(run: Run) -> torch.autocast:

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from uft_train import fsdp
 from uft_train.batching import GlobalBatch, batch_size_problems, chunk_units, global_batches, make_units, split_batch
 from uft_train.checkpoint import check_resume, latest_checkpoint, load_checkpoint, save_checkpoint
 from uft_train.config import Recipe, RecipeError, data_path, recipe_to_yaml
@@ -32,14 +33,14 @@ from uft_train.data import PROMPT_TRUNCATED, Example, check_kinds, read_split, t
 from uft_train.errors import TrainError
 from uft_train.kl import eval_kto_kl, kto_kl
 from uft_train.loss_table import get_loss, pairs_as_one_term
-from uft_train.model import add_adapter, load_tokenizer_and_model, model_identity
+from uft_train.model import add_adapter, load_tokenizer_and_model, lora_config, model_identity
 from uft_train.objective import micro_batch_terms
 from uft_train.predictions import prediction_frame
 from uft_train.refcache import reference_cache
 from uft_train.runfolder import RunFolder, setup_distributed
 from uft_train.schedule import make_optimizer, make_scheduler
 from uft_train.stats import StepStats
-from uft_train.step import Run, forward
+from uft_train.step import Run, bf16_compute, forward
 from uftdata.atomic import output_lock
 from uftdata.errors import UftDataError
 from uftdata.mixout import content_hash
@@ -90,6 +91,7 @@ def train_step(run: Run, batch: GlobalBatch, step: int) -> dict[str, float]:
         raise NonFiniteLoss(loss)
     grad_norm = torch.nn.utils.clip_grad_norm_(
         [p for p in run.model.parameters() if p.requires_grad], run.recipe.optim.max_grad_norm)
+    grad_norm = fsdp.full(grad_norm)  # a DTensor under FSDP: the norm over every rank's shards
     lr = float(run.scheduler.get_last_lr()[0])  # the lr this step's update uses; after .step() it is the next one's
     run.optimizer.step()
     run.scheduler.step()
@@ -104,8 +106,11 @@ class NonFiniteLoss(Exception):
 
 
 def _gradient_sync(model: torch.nn.Module, *, last: bool) -> AbstractContextManager[object]:
-    """DDP averages gradients over ranks at the step's last micro-batch only, not at every backward."""
-    return model.no_sync() if isinstance(model, DistributedDataParallel) and not last else nullcontext()
+    """DDP averages (FSDP reduce-scatters) gradients over ranks at the step's last micro-batch only,
+    not at every backward."""
+    if isinstance(model, DistributedDataParallel):
+        return model.no_sync() if not last else nullcontext()
+    return fsdp.gradient_sync(model, last=last)
 
 
 def evaluate(run: Run) -> tuple[dict[str, float], torch.Tensor | None]:
@@ -241,15 +246,17 @@ def _train(recipe: Recipe, rank: int, world: int) -> Path:
     inputs = [data_path(recipe), *([Path(recipe.model.init_adapter)] if recipe.model.init_adapter else [])]
     folder = RunFolder(Path(recipe.output.dir), overwrite=recipe.output.overwrite, rank=rank,
                        tensorboard=recipe.output.tensorboard, inputs=inputs)
-    loaded = _load_checked(recipe, folder, rank)
+    loaded = _load_checked(recipe, folder, rank, device, world)
     folder.prepare(loaded.tokenizer if recipe.model.name == "tiny" else None)
     if rank == 0 and world > 1:
         dist.barrier()
     run, steps_per_epoch, total_steps = _make_run(recipe, loaded, device, rank, world)
+    report = dict(loaded.report)
     if recipe.loss.reference == "precompute" and run.spec.needs_reference:
         run.refs = reference_cache(run, recipe, folder.tokenizer_dir())
+        report["reference_cache"] = {"hits": run.refs.hits, "misses": run.refs.misses, "store": str(run.refs.store)}
     start = _resume(run, folder, total_steps)
-    folder.start(recipe_to_yaml(recipe), loaded.report, steps_per_epoch, total_steps, resumed_at=start)
+    folder.start(recipe_to_yaml(recipe), report, steps_per_epoch, total_steps, resumed_at=start)
     run_loop(run, folder, start, total_steps, steps_per_epoch)
     if world > 1:
         dist.barrier()  # every rank returns a finished run folder (rank 0 writes it)
@@ -274,9 +281,15 @@ class Loaded(NamedTuple):
     test: list[Example]
     report: dict
     identity: dict[str, str]
+    weights: Path | None = None  # FSDP: `base` is on the meta device and its weights are read from here
 
 
-def _load_checked(recipe: Recipe, folder: RunFolder, rank: int) -> Loaded:
+def _sharded_load(recipe: Recipe, world: int) -> bool:
+    """FSDP over several processes reads a pretrained base rank by rank; the tiny model is built whole."""
+    return recipe.train.parallel == "fsdp" and world > 1 and recipe.model.name != "tiny"
+
+
+def _load_checked(recipe: Recipe, folder: RunFolder, rank: int, device: torch.device, world: int) -> Loaded:
     """The data, the model and the examples, each refused as early as it can be: a resume with
     another recipe or data before the model loads (a wrong lr costs no minutes), then the model, then
     the drop shares."""
@@ -285,8 +298,13 @@ def _load_checked(recipe: Recipe, folder: RunFolder, rank: int) -> Loaded:
     checkpoint = folder.checkpoint() if rank == 0 else None
     if checkpoint is not None:
         check_resume(checkpoint, recipe, identity)
-    tokenizer, base = load_tokenizer_and_model(recipe, folder.tokenizer_source())
-    identity.update(model_identity(recipe.model, tokenizer, base))
+    weights: Path | None = None
+    if _sharded_load(recipe, world):
+        tokenizer, base, weights = fsdp.pretrained_skeleton(recipe.model, rank, world)
+    else:
+        tokenizer, base = load_tokenizer_and_model(recipe, folder.tokenizer_source(), device=device)
+    sampled = None if weights is None else fsdp.weights_sha256(base, weights)
+    identity.update(model_identity(recipe.model, tokenizer, base, weights_sha256=sampled))
     if checkpoint is not None:
         check_resume(checkpoint, None, identity)
     train_rows, test_rows, data_report = tokenize_splits(recipe, tokenizer, splits)
@@ -295,19 +313,29 @@ def _load_checked(recipe: Recipe, folder: RunFolder, rank: int) -> Loaded:
     check_drop_shares(recipe, data_report)
     if not train_rows:
         raise UftDataError(str(data_path(recipe)), "no training rows left after tokenization", got=data_report)
-    return Loaded(tokenizer, base, train_rows, test_rows, data_report, identity)
+    return Loaded(tokenizer, base, train_rows, test_rows, data_report, identity, weights)
 
 
 def _make_run(recipe: Recipe, loaded: Loaded, device: torch.device, rank: int, world: int) -> tuple[Run, int, int]:
     """The run's state before its first step, and its steps per epoch and in all."""
-    model: torch.nn.Module = add_adapter(loaded.base, recipe, implicit_reward=get_loss(recipe.loss.name).needs_reference).to(device)
+    implicit = get_loss(recipe.loss.name).needs_reference
+    rng = torch.get_rng_state()
+    adapted = add_adapter(loaded.base, recipe, implicit_reward=implicit)
+    model: torch.nn.Module
+    if recipe.train.parallel == "fsdp" and world > 1:
+        drawn = (None if loaded.weights is None
+                 else fsdp.drawn_adapter(adapted, lora_config(recipe, implicit_reward=implicit), rng))
+        model = fsdp.shard(adapted, device, world, bf16=bf16_compute(recipe, device), weights=loaded.weights,
+                           adapter=drawn)
+    else:
+        model = adapted.to(device)
     units = make_units(loaded.train, pairs_as_one_term=pairs_as_one_term(recipe.loss.name, recipe.loss.pairwise))
     steps_per_epoch = len(global_batches(loaded.train, units, batch_size=recipe.train.batch_size,
                                          seed=recipe.train.seed, epoch=0))
     total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
     optimizer = make_optimizer(model, recipe.optim)
     scheduler = make_scheduler(optimizer, recipe.optim, total_steps)
-    if world > 1:
+    if world > 1 and not fsdp.is_sharded(model):
         model = DistributedDataParallel(model)
     run = Run(recipe, model, optimizer, scheduler, loaded.train, loaded.test, units, loaded.tokenizer.pad_token_id,
               device, rank, world, identity=loaded.identity)

@@ -1,0 +1,132 @@
+"""FSDP2 does not change the math either (docs/design.md, "Across GPUs"): `torchrun --nproc_per_node 2`
+on CPU (gloo) with `train.parallel: fsdp` trains the same steps as one process, from a pretrained
+folder read rank by rank on the meta device, and resumes exactly from its checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train_loop import read_metrics, tiny_recipe
+
+from uft_train import fsdp
+from uft_train.config import Recipe, recipe_to_yaml, with_overrides
+from uft_train.errors import TrainError
+from uft_train.model import add_adapter, load_tokenizer_and_model, lora_config, model_identity
+from uft_train.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread", "cache")  # conftest.py
+
+# Metrics and adapter weights, sharded against one process. float32: only the order of the ranks'
+# sums differs. bfloat16 base weights (LoRA stays float32, as peft keeps it): on CPU no mixed-precision
+# policy applies (no bf16 autocast there), so the math is the same as one process's too, and the bound
+# only allows for bf16 activations rounding a differently ordered sum to another neighbour.
+TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-4}
+
+
+def torchrun(recipe: Recipe, folder: Path) -> None:
+    path = folder / f"{Path(recipe.output.dir).name}.yaml"
+    path.write_text(recipe_to_yaml(recipe), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "uft_train.cli", str(path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
+
+
+def assert_same_run(one: Path, other: Path, tolerance: float) -> None:
+    expected, got = read_metrics(one), read_metrics(other)
+    assert [m["step"] for m in got] == [m["step"] for m in expected]
+    for a, b in zip(expected, got):
+        for key in set(a) - {"tokens_per_s"}:
+            assert b[key] == pytest.approx(a[key], rel=0, abs=tolerance), (a["step"], key)
+    weights = adapter(one)
+    for key, value in adapter(other).items():
+        torch.testing.assert_close(value, weights[key], rtol=0, atol=tolerance)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama of `tiny_recipe`, saved as a Hub model folder is (safetensors, tokenizer)."""
+    folder = tmp_path_factory.mktemp("pretrained")
+    tokenizer, model = load_tokenizer_and_model(tiny_recipe(folder, folder), None)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_two_sharded_ranks_train_resume_and_agree_with_one_process(pretrained: Path, mixture: Path,
+                                                                   tmp_path: Path) -> None:
+    """A pretrained base on the meta device, each rank reading its own rows, the adapter drawn as one
+    process draws it; gradient checkpointing on; 3 steps of 2 micro-batches per rank. Then the run is
+    cut back to its step-1 checkpoint and rerun: it ends on the same adapter, bit for bit."""
+    overrides = (f"model.name={pretrained}", "model.gradient_checkpointing=true", "train.parallel=fsdp",
+                 "train.batch_size=8", "train.save_every=1")
+    sharded = tiny_recipe(mixture, tmp_path / "sharded", *overrides)
+    torchrun(sharded, tmp_path)
+    one = train(tiny_recipe(mixture, tmp_path / "one", *overrides))
+    assert_same_run(one, tmp_path / "sharded", TOLERANCE["float32"])
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "sharded", resumed)
+    for name in ("adapter", "checkpoints/step-000002"):
+        shutil.rmtree(resumed / name)
+    (resumed / "summary.json").unlink()
+    torchrun(with_overrides(sharded, [f"output.dir={resumed}"]), tmp_path)
+    assert [m["step"] for m in read_metrics(resumed)] == [1, 2, 3]
+    final = adapter(tmp_path / "sharded")
+    for key, value in adapter(resumed).items():
+        assert torch.equal(value, final[key]), key
+
+
+def test_sharded_kto_in_bfloat16_with_a_precomputed_reference(mixture: Path, tmp_path: Path) -> None:
+    """The tiny model built whole and then sharded; KTO's KL rows and the reference cache's forward
+    passes run on both ranks together."""
+    overrides = ("loss.name=kto", "data.kinds=[sft,binary,pairwise]", "model.dtype=bfloat16",
+                 "loss.reference=precompute", "train.max_steps=2", "train.parallel=fsdp")
+    torchrun(tiny_recipe(mixture, tmp_path / "sharded", *overrides), tmp_path)
+    one = train(tiny_recipe(mixture, tmp_path / "one", *overrides))
+    assert_same_run(one, tmp_path / "sharded", TOLERANCE["bfloat16"])
+    filled, hit = (json.loads((tmp_path / name / "data.json").read_text())["reference_cache"] for name in ("sharded", "one"))
+    assert filled["misses"] == hit["hits"] > 0 and hit["misses"] == 0  # the ranks filled the store together
+
+
+def test_the_meta_skeleton_has_the_identity_and_adapter_of_the_loaded_model(pretrained: Path, tmp_path: Path) -> None:
+    """What the sharded load computes without the weights in memory equals what one process computes
+    from the loaded model: the weights fingerprint (read from the files) and the adapter's draws."""
+    recipe = tiny_recipe(tmp_path, tmp_path, f"model.name={pretrained}")
+    torch.manual_seed(0)
+    tokenizer, whole = load_tokenizer_and_model(recipe, None)
+    identity = model_identity(recipe.model, tokenizer, whole)
+    expected = add_adapter(whole, recipe, implicit_reward=True)
+    torch.manual_seed(0)
+    _, skeleton, folder = fsdp.pretrained_skeleton(recipe.model, rank=0, world=1)
+    assert all(p.is_meta for p in skeleton.parameters())
+    sampled = fsdp.weights_sha256(skeleton, folder)
+    assert model_identity(recipe.model, tokenizer, skeleton, weights_sha256=sampled) == identity
+    before = torch.get_rng_state()
+    meta = add_adapter(skeleton, recipe, implicit_reward=True)
+    drawn = fsdp.drawn_adapter(meta, lora_config(recipe, implicit_reward=True), before)
+    trained = {name: p for name, p in expected.named_parameters() if p.requires_grad}
+    assert set(drawn) == set(trained) and len(drawn) == 12  # A and B of 3 targets x 2 layers
+    for name, value in drawn.items():
+        assert torch.equal(value, trained[name].detach()), name
+    assert any(value.abs().sum() > 0 for value in drawn.values())
+
+
+def test_a_stage_one_adapter_is_not_merged_into_a_sharded_base(pretrained: Path, tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path, tmp_path, f"model.name={pretrained}", f"model.init_adapter={tmp_path}")
+    with pytest.raises(TrainError, match="model.init_adapter: cannot be merged into a base sharded over processes"):
+        fsdp.pretrained_skeleton(recipe.model, rank=0, world=2)
