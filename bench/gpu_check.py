@@ -10,12 +10,13 @@ Model: uft-train's `model.name: tiny` with Mistral-7B-v0.1's shape (hidden 4096,
 LoRA r 16 / alpha 16 on all seven projections, AdamW, bf16 autocast. TRL gets the same model from
 the same builder. Rows (bench/gpu_rows.py): synthetic text, every sequence exactly 2048 tokens
 (prompt 512), batch 8 in one micro-batch; `sft` reads sft rows, `dpo` and `una_mse` pairs, `kto`
-binary rows. Each method runs in a fresh process, one after the other; one that outlasts the
-budget is stopped and reported as such, so the command ends in time.
+binary rows. Each method runs in a fresh process, one after the other (--tiny: all in one process,
+the imports paid once); one that outlasts the budget is stopped and reported as such, so the
+command ends in time.
 
 Figures per method: tokens/s = median over the timed steps (after --warmup) of trained tokens /
 step seconds (as bench/bench_train.py: ours from metrics.jsonl, TRL's between `on_step_end`s);
-peak memory = torch.cuda.max_memory_allocated (in --tiny mode, on CPU: the process's peak RSS);
+peak memory = torch.cuda.max_memory_allocated (--tiny: none; it runs every method in one CPU process);
 MFU = `flops_per_trained_token` x tokens/s / --peak-flops (989e12: H200 SXM bf16 dense), where N
 = non-embedding parameters including the LM head, a trained token costs 4N (LoRA: forward 2N,
 activation gradients 2N, no base-weight gradients) + 12*L*T*d of attention, a reference-forward
@@ -35,7 +36,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,16 +59,16 @@ class Shape(NamedTuple):
     prompt_len: int
     warmup: int
     steps: int
-    jobs: int  # methods run at once (timings of a GPU run need 1)
+    isolated: bool  # each method in a fresh process (its own peak memory); else all in one (imports paid once)
 
 
 SHAPES = {
     "gpu": Shape({"architecture": "mistral", "hidden_size": 4096, "num_layers": 32, "num_heads": 32, "num_kv_heads": 8,
                   "intermediate_size": 14336, "max_position_embeddings": 4096, "tokenizer": "mistral"},
-                 "bfloat16", "cuda", seq_len=2048, prompt_len=512, warmup=2, steps=4, jobs=1),
+                 "bfloat16", "cuda", seq_len=2048, prompt_len=512, warmup=2, steps=4, isolated=True),
     "tiny": Shape({"architecture": "mistral", "hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
                    "intermediate_size": 128, "max_position_embeddings": 256, "tokenizer": "mistral"},
-                  "float32", "cpu", seq_len=128, prompt_len=32, warmup=1, steps=1, jobs=2),
+                  "float32", "cpu", seq_len=64, prompt_len=16, warmup=1, steps=1, isolated=False),
 }
 
 
@@ -218,11 +218,18 @@ def run_trl(shape: Shape, method: str, work: Path) -> dict:
     return {"tokens": tokens, "step_s": [None] + [b - a for a, b in zip(ends, ends[1:])]}
 
 
-def worker(shape: Shape, method: str, work: Path) -> None:
+def worker(shape: Shape, methods: str, work: Path) -> None:
+    """`prepare`, or each of the comma-separated methods in turn, in this process."""
+    for method in methods.split(","):
+        if method == "prepare":
+            prepare(shape, work)
+        else:
+            run_one(shape, method, work)
+
+
+def run_one(shape: Shape, method: str, work: Path) -> None:
     import torch
 
-    if method == "prepare":
-        return prepare(shape, work)
     result = run_trl(shape, method, work) if METHODS[method].loss is None else run_ours(shape, method, work)
     on_gpu = torch.cuda.is_available() and shape.device != "cpu"
     result.update(peak_gpu_bytes=torch.cuda.max_memory_allocated() if on_gpu else None,
@@ -265,24 +272,36 @@ def figures(method: str, raw: dict, shape: Shape, setup: dict, peak_flops: float
             "peak_gpu_gib": None if peak is None else peak / 2**30, "n_non_embedding": n}
 
 
-def run_method(method: str, child: list[str], work: Path, env: dict, deadline: float, shape: Shape,
-               setup: dict, peak_flops: float) -> dict:
+def run_methods(methods: list[str], child: list[str], work: Path, env: dict, deadline: float, shape: Shape,
+                setup: dict | None, peak_flops: float) -> dict[str, dict]:
+    """Run `methods` in one child process (a fresh process per method when the shape isolates them);
+    their figures by method. The peak RSS is the process's: one method's only when isolated."""
     left = deadline - time.monotonic()
     if left < 5:
-        return {"status": "not run: the --budget-s was spent"}
-    (work / f"{method}.json").unlink(missing_ok=True)
-    status, wall, rss = run_child([*child, "--worker", method], work / f"{method}.log", env, left)
+        return {m: {"status": "not run: the --budget-s was spent"} for m in methods}
+    for method in methods:
+        (work / f"{method}.json").unlink(missing_ok=True)
+    name = methods[0] if len(methods) == 1 else "methods"
+    status, wall, rss = run_child([*child, "--worker", ",".join(["prepare"] * (setup is None) + methods)],
+                                  work / f"{name}.log", env, left)
     shutil.rmtree(work / "cache", ignore_errors=True)  # the precompute run builds its cache each time
-    if status != 0:
-        why = "stopped at the --budget-s" if status == -9 else f"failed (exit status {status})"
-        return {"status": f"{why}; see {work / f'{method}.log'}", "process_s": wall}
-    raw = json.loads((work / f"{method}.json").read_text())
-    return {"status": "ok", **figures(method, raw, shape, setup, peak_flops), "peak_rss_mib": rss,
-            "process_s": wall, "device": raw["device"], "torch": raw["torch"], "raw": raw}
+    if setup is None and (work / "setup.json").is_file():
+        setup = json.loads((work / "setup.json").read_text())
+    results = {}
+    for method in methods:
+        if not (work / f"{method}.json").is_file() or setup is None:
+            why = "stopped at the --budget-s" if status == -9 else f"failed (exit status {status})"
+            results[method] = {"status": f"{why}; see {work / f'{name}.log'}", "process_s": wall}
+            continue
+        raw = json.loads((work / f"{method}.json").read_text())
+        results[method] = {"status": "ok", **figures(method, raw, shape, setup, peak_flops),
+                           "peak_rss_mib": rss if len(methods) == 1 else None, "process_s": wall,
+                           "device": raw["device"], "torch": raw["torch"], "raw": raw}
+    return results
 
 
 def markdown(results: dict, shape: Shape, setup: dict, args: argparse.Namespace, elapsed: float) -> str:
-    memory = "peak RSS MiB (CPU)" if shape.device == "cpu" else "peak GPU GiB"
+    memory = "peak RSS MiB" if shape.device == "cpu" else "peak GPU GiB"
     lines = [f"Command: `python bench/gpu_check.py {' '.join(sys.argv[1:])}`; {elapsed:.0f} s in all.", "",
              f"Model: tiny {shape.tiny['architecture']} {shape.tiny}, {shape.dtype} on {shape.device}; "
              f"{setup['vocab']:,}-token vocabulary; every sequence {shape.seq_len} tokens (prompt {shape.prompt_len}); "
@@ -295,8 +314,9 @@ def markdown(results: dict, shape: Shape, setup: dict, args: argparse.Namespace,
             lines.append(f"| {METHODS[method].label} | | | | | | {r.get('process_s', 0):.0f} | {r['status']} |")
             continue
         memory_figure = r["peak_rss_mib"] if shape.device == "cpu" else r["peak_gpu_gib"]
+        memory_cell = "-" if memory_figure is None else f"{memory_figure:,.1f}"
         lines.append(f"| {METHODS[method].label} | {r['tokens_per_step']:,.0f} | {r['step_s']:.3f} | "
-                     f"{r['tokens_per_s']:,.0f} | {memory_figure:,.1f} | {r['mfu']:.1%} | {r['process_s']:.0f} | ok |")
+                     f"{r['tokens_per_s']:,.0f} | {memory_cell} | {r['mfu']:.1%} | {r['process_s']:.0f} | ok |")
     return "\n".join(lines) + "\n"
 
 
@@ -339,20 +359,20 @@ def main() -> None:
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            **({"CUDA_VISIBLE_DEVICES": ""} if args.tiny else {})}
     child = [sys.executable, str(Path(__file__).resolve()), "--out", str(args.out), *(["--tiny"] if args.tiny else [])]
-    status, _, _ = run_child([*child, "--worker", "prepare"], work / "prepare.log", env, args.budget_s)
-    if status != 0:
-        sys.exit(f"gpu_check: preparing the rows failed (exit status {status}); see {work / 'prepare.log'}")
-    setup = json.loads((work / "setup.json").read_text())
-    if not args.tiny:
+    if not shape.isolated:  # --tiny: the rows and every method in one process, its imports paid once
+        results = run_methods(list(METHODS), child, work, env, deadline, shape, None, args.peak_flops)
+        setup = json.loads((work / "setup.json").read_text())
+    else:
+        status, _, _ = run_child([*child, "--worker", "prepare"], work / "prepare.log", env, args.budget_s)
+        if status != 0:
+            sys.exit(f"gpu_check: preparing the rows failed (exit status {status}); see {work / 'prepare.log'}")
+        setup = json.loads((work / "setup.json").read_text())
         guess = estimate_s(shape, setup, assumed_mfu=0.35, peak_flops=args.peak_flops, overhead_s=40)
         print(f"gpu_check: estimated {guess:.0f} s (35% MFU, 40 s per process); budget {args.budget_s:.0f} s",
               file=sys.stderr)
-    with ThreadPoolExecutor(max_workers=shape.jobs) as pool:
-        futures = {m: pool.submit(run_method, m, child, work, env, deadline, shape, setup, args.peak_flops)
-                   for m in METHODS}
         results = {}
-        for method, future in futures.items():
-            results[method] = future.result()
+        for method in METHODS:
+            results.update(run_methods([method], child, work, env, deadline, shape, setup, args.peak_flops))
             print(f"gpu_check: {method}: {results[method]['status']} ({time.monotonic() - began:.0f} s so far)",
                   file=sys.stderr, flush=True)
     elapsed = time.monotonic() - began
