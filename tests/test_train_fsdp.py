@@ -11,11 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forced_bf16
 import pytest
 import torch
 from safetensors.torch import load_file
 from test_train_loop import read_metrics, tiny_recipe
 
+import uft_train.step as step
+import uft_train.train as train_module
 from uft_train import fsdp
 from uft_train.config import Recipe, recipe_to_yaml, with_overrides
 from uft_train.errors import TrainError
@@ -25,19 +28,21 @@ from uft_train.train import train
 pytestmark = pytest.mark.usefixtures("one_thread", "cache")  # conftest.py
 
 # Metrics and adapter weights, sharded against one process. float32: only the order of the ranks'
-# sums differs. bfloat16 base weights (LoRA stays float32, as peft keeps it): on CPU no mixed-precision
-# policy applies (no bf16 autocast there), so the math is the same as one process's too, and the bound
-# only allows for bf16 activations rounding a differently ordered sum to another neighbour.
+# sums differs. bfloat16 (a bf16 base, bf16 autocast, FSDP's bf16 all-gathers of the float32 LoRA
+# weights and float32 reductions; one process: autocast alone): measured within 1e-8, bounded at 1e-4
+# since bf16 rounds a differently ordered sum to a neighbour 2^-8 away.
 TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-4}
 
 
-def torchrun(recipe: Recipe, folder: Path) -> None:
+def torchrun(recipe: Recipe, folder: Path, *, bf16: bool = False) -> None:
+    """`torchrun --nproc_per_node 2 uft-train RECIPE`; `bf16`: with the GPU's bf16 path forced."""
     path = folder / f"{Path(recipe.output.dir).name}.yaml"
     path.write_text(recipe_to_yaml(recipe), encoding="utf-8")
+    program = [str(Path(__file__).with_name("forced_bf16.py"))] if bf16 else ["-m", "uft_train.cli"]
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "uft_train.cli", str(path)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *program, str(path)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -91,13 +96,18 @@ def test_two_sharded_ranks_train_resume_and_agree_with_one_process(pretrained: P
         assert torch.equal(value, final[key]), key
 
 
-def test_sharded_kto_in_bfloat16_with_a_precomputed_reference(mixture: Path, tmp_path: Path) -> None:
-    """The tiny model built whole and then sharded; KTO's KL rows and the reference cache's forward
+def test_sharded_kto_on_the_gpus_bf16_path_with_a_precomputed_reference(mixture: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny model built whole and then sharded, on the bf16 path a GPU takes (forced_bf16.py:
+    autocast, and FSDP's mixed-precision policy); KTO's KL rows and the reference cache's forward
     passes run on both ranks together."""
     overrides = ("loss.name=kto", "data.kinds=[sft,binary,pairwise]", "model.dtype=bfloat16",
                  "loss.reference=precompute", "train.max_steps=2", "train.parallel=fsdp")
-    torchrun(tiny_recipe(mixture, tmp_path / "sharded", *overrides), tmp_path)
-    one = train(tiny_recipe(mixture, tmp_path / "one", *overrides))
+    torchrun(tiny_recipe(mixture, tmp_path / "sharded", *overrides), tmp_path, bf16=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(step, "bf16_compute", forced_bf16.bf16_everywhere)
+        patch.setattr(train_module, "bf16_compute", forced_bf16.bf16_everywhere)
+        one = train(tiny_recipe(mixture, tmp_path / "one", *overrides))
     assert_same_run(one, tmp_path / "sharded", TOLERANCE["bfloat16"])
     filled, hit = (json.loads((tmp_path / name / "data.json").read_text())["reference_cache"] for name in ("sharded", "one"))
     assert filled["misses"] == hit["hits"] > 0 and hit["misses"] == 0  # the ranks filled the store together

@@ -72,8 +72,13 @@ def shard(model: PeftModel, device: torch.device, world: int, *, bf16: bool,
             fully_shard(lora, mesh=mesh, mp_policy=policy)
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
+    # FSDP fixes each unit's gradient dtypes from its parameters' requires_grad at its first forward.
+    # peft's disable_adapter() turns LoRA's requires_grad off, and a run's first forward may be the
+    # reference's (the precomputed cache): LoRA's bf16 gradients would then never be cast back to
+    # float32. Initialising now (once the weights are in place), with the adapter on, fixes them as trained.
     if weights is not None:
         _materialize(model, device, weights, adapter or {})
+    model._get_fsdp_state()._lazy_init()
     return model
 
 
