@@ -193,6 +193,8 @@ def test_bad_literal_lists_the_allowed_values() -> None:
      "r.yaml: data.kinds: sft rows are not trained by dpo (got ['pairwise', 'sft']); expected kinds among pairwise."),
     ({"data": {"kinds": ["chat"]}}, "r.yaml: data.kinds: has an unknown kind 'chat'"),
     ({"model": {"tiny": {"hidden_size": 65}}}, "r.yaml: model.tiny.hidden_size: must be a multiple of model.tiny.num_heads"),
+    ({"model": {"tiny": {"num_kv_heads": 3}}},
+     "r.yaml: model.tiny.num_kv_heads: must be > 0 and divide model.tiny.num_heads 4 (got 3)"),
     ({"train": {"device": "gpu"}}, "r.yaml: train.device: is not a device (got 'gpu')"),
     ({"model": {"template": "{% if %}"}}, "r.yaml: model.template: is not a valid Jinja template"),
 ])

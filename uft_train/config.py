@@ -326,6 +326,9 @@ def _model_checks(r: Recipe) -> Iterator[Check]:
     tiny = r.model.tiny
     if r.model.name == "tiny" and tiny.num_heads > 0 and tiny.hidden_size % tiny.num_heads:
         yield "model.tiny.hidden_size", "must be a multiple of model.tiny.num_heads", tiny.hidden_size, "", ""
+    kv_heads = tiny.num_kv_heads
+    if r.model.name == "tiny" and kv_heads is not None and (kv_heads <= 0 or tiny.num_heads % kv_heads):
+        yield "model.tiny.num_kv_heads", f"must be > 0 and divide model.tiny.num_heads {tiny.num_heads}", kv_heads, "", ""
     if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", r.train.device):
         yield "train.device", "is not a device", r.train.device, "auto, cpu, cuda, cuda:N or mps", ""
     if r.model.attn_implementation.startswith("flash") and r.train.device in ("cpu", "mps"):

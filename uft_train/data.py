@@ -43,7 +43,7 @@ CHUNK_ROWS = 8192  # rows rendered and tokenized per batch call: bounds peak mem
 class Example:
     """One tokenized row. The loss mask is `positions >= prompt_len`: lengths, never token ids."""
 
-    row: int                     # position in the mixture split (the reference cache's key)
+    row: int                     # position in the split's rows as read
     kind: str
     score: float
     label: bool | None
