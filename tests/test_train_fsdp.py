@@ -72,6 +72,19 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny Llama with its LM head tied to its embeddings (Qwen2.5-0.5B to 3B are): the files
+    hold the embedding alone."""
+    folder = tmp_path_factory.mktemp("tied")
+    tokenizer, model = load_tokenizer_and_model(tiny_recipe(folder, folder), None)
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = model.model.embed_tokens.weight
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def test_two_sharded_ranks_train_resume_and_agree_with_one_process(pretrained: Path, mixture: Path,
                                                                    tmp_path: Path) -> None:
     """A pretrained base on the meta device, each rank reading its own rows, the adapter drawn as one
@@ -140,3 +153,13 @@ def test_a_stage_one_adapter_is_not_merged_into_a_sharded_base(pretrained: Path,
     recipe = tiny_recipe(tmp_path, tmp_path, f"model.name={pretrained}", f"model.init_adapter={tmp_path}")
     with pytest.raises(TrainError, match="model.init_adapter: cannot be merged into a base sharded over processes"):
         fsdp.pretrained_skeleton(recipe.model, rank=0, world=2)
+
+
+def test_a_tied_head_is_sharded_with_the_root(tied: Path, mixture: Path, tmp_path: Path) -> None:
+    """The head shares the embeddings' unit; the meta skeleton keeps the two one parameter, read once."""
+    overrides = (f"model.name={tied}", "train.parallel=fsdp", "train.max_steps=2")
+    torchrun(tiny_recipe(mixture, tmp_path / "sharded", *overrides), tmp_path)
+    one = train(tiny_recipe(mixture, tmp_path / "one", *overrides))
+    assert_same_run(one, tmp_path / "sharded", TOLERANCE["float32"])
+    _, skeleton, _ = fsdp.pretrained_skeleton(tiny_recipe(tmp_path, tmp_path, *overrides).model, rank=0, world=1)
+    assert skeleton.get_output_embeddings().weight is skeleton.get_input_embeddings().weight

@@ -125,7 +125,7 @@ def meta_parameters() -> Iterator[None]:
 
     def on_meta(module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
         register(module, name, param)
-        if param is not None:
+        if param is not None and not param.is_meta:  # one already there is kept: tied weights stay one object
             module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
 
     with mock.patch.object(torch.nn.Module, "register_parameter", on_meta):
