@@ -146,21 +146,11 @@ def trl_setup(method: str, work: Path, shape: str, steps: int) -> tuple:
     """(trainer class, its config, the rows in its layout) for trl_dpo or trl_kto."""
 
     import pyarrow.parquet as pq
-    import trl
+    from train_rows import trl_layout
 
     rows = pq.read_table(work / "pairs.parquet").to_pylist()
-    if method == "trl_dpo":
-        trainer_cls, config_cls = trl.DPOTrainer, trl.DPOConfig
-        rejected = {r["pair_id"]: r for r in rows if not r["label"]}
-        data = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": rejected[r["pair_id"]]["completion"]}
-                for r in rows if r["label"]]
-    else:
-        trainer_cls, config_cls = trl.KTOTrainer, trl.KTOConfig
-        data = [{"prompt": r["prompt"], "completion": r["completion"], "label": r["label"]} for r in rows]
     # TRL's configs default to bf16=True (CPU autocast too) and gradient checkpointing on: both off, as ours.
-    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    trainer_cls, config_cls, data, checkpointing = trl_layout(method, rows)
     config = config_cls(
         output_dir=str(work / "runs" / method), per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
         max_steps=steps, max_length=shape_settings(shape)["max_length"], bf16=False, fp16=False, use_cpu=True, **{checkpointing: False},

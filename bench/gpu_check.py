@@ -164,26 +164,14 @@ def run_ours(shape: Shape, method: str, work: Path) -> dict:
 
 
 def trl_trainer(shape: Shape, method: str, work: Path, callbacks: list, tokens: list[int]) -> object:
-    import dataclasses
-
     import pyarrow.parquet as pq
     import torch
-    import trl
     from datasets import Dataset
     from peft import LoraConfig
+    from train_rows import trl_layout
 
     rows = pq.read_table(work / f"{METHODS[method].rows}.parquet").to_pylist()
-    if method == "trl_dpo":
-        trainer_cls, config_cls = trl.DPOTrainer, trl.DPOConfig
-        rejected = {r["pair_id"]: r for r in rows if not r["label"]}
-        data = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": rejected[r["pair_id"]]["completion"]}
-                for r in rows if r["label"]]
-    else:
-        trainer_cls, config_cls = trl.KTOTrainer, trl.KTOConfig
-        data = [{"prompt": r["prompt"], "completion": r["completion"], "label": r["label"]} for r in rows]
-    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    trainer_cls, config_cls, data, checkpointing = trl_layout(method, rows)
     on_gpu = shape.device != "cpu"
     config = config_cls(
         output_dir=str(work / "runs" / method), per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,

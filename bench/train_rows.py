@@ -155,3 +155,25 @@ def write_rows(work: Path, shape: str, pairs: int) -> dict:
     return {"pairs": rows.height // 2, "rows": rows.height, "rows_dropped": n_dropped,
             "vocab": len(tokenizer), "length_min": min(lengths), "length_median": statistics.median(lengths),
             "length_max": max(lengths), "length_mean": round(statistics.fmean(lengths), 1)}
+
+
+def trl_layout(method: str, rows: list[dict]) -> tuple[type, type, list[dict], str]:
+    """(trainer class, config class, the rows in its layout, the config's gradient-checkpointing
+    keyword) of `trl_dpo` (chosen rows with their pair's rejected completion) or `trl_kto` (each row
+    with its label). transformers 5 renamed gradient_checkpointing to activation_checkpointing (the
+    old name warns)."""
+    import dataclasses
+
+    import trl
+
+    if method == "trl_dpo":
+        trainer_cls, config_cls = trl.DPOTrainer, trl.DPOConfig
+        rejected = {r["pair_id"]: r for r in rows if not r["label"]}
+        data = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": rejected[r["pair_id"]]["completion"]}
+                for r in rows if r["label"]]
+    else:
+        trainer_cls, config_cls = trl.KTOTrainer, trl.KTOConfig
+        data = [{"prompt": r["prompt"], "completion": r["completion"], "label": r["label"]} for r in rows]
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return trainer_cls, config_cls, data, checkpointing
