@@ -79,3 +79,21 @@ def test_a_folder_made_for_another_size_is_refused(tmp_path: Path) -> None:
     (tmp_path / "raw" / SIZE_FILE).write_text("{}")
     with pytest.raises(RuntimeError, match="was made for another benchmark size"):
         prepare_data(tmp_path, SIZES["smoke"].bench, print)
+
+
+def test_a_refused_output_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A figure in --docs that uft did not write (e.g. a committed one from an older version) is
+    refused by the results writer: one line naming it, exit 2, no traceback."""
+    import uft_miniature.bench as bench
+    from uftdata.errors import UftDataError
+
+    def refused(work: Path, size: object) -> dict:
+        raise UftDataError(str(tmp_path / "ratio_sweep.png"), "exists and was not written by uft; refusing to replace it")
+
+    monkeypatch.setattr(bench, "run_benchmark", refused)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--size", "smoke", "--work", str(tmp_path / "work")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "uft-miniature: error:" in err and "ratio_sweep.png" in err

@@ -49,9 +49,14 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     from uft_miniature.bench import run_benchmark
     from uft_miniature.results import markdown_table, write_results
+    from uftdata.errors import UftError
 
-    results = run_benchmark(work, size)
-    table = write_results(results, args.docs or work, header(name, argv))
+    try:
+        results = run_benchmark(work, size)
+        table = write_results(results, args.docs or work, header(name, argv))
+    except UftError as error:  # a refused output path, a bad input: one line, no traceback
+        print(f"uft-miniature: error: {error.line()}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(markdown_table(table))
     print(f"written: {(args.docs or work) / 'results.md'} ({(time.perf_counter() - started) / 60:.1f} min, "
           f"{torch_threads()} torch threads)")
