@@ -81,19 +81,19 @@ def test_a_folder_made_for_another_size_is_refused(tmp_path: Path) -> None:
         prepare_data(tmp_path, SIZES["smoke"].bench, print)
 
 
-def test_a_refused_output_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """A figure in --docs that uft did not write (e.g. a committed one from an older version) is
-    refused by the results writer: one line naming it, exit 2, no traceback."""
+def test_a_figure_uft_did_not_draw_is_refused_before_anything_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A figure in --docs that uft did not draw (e.g. one committed by hand) is refused before results.json
+    and results.md are written: one line naming it, exit 2, no traceback, nothing written."""
     import uft_miniature.bench as bench
-    from uftdata.errors import UftDataError
 
-    def refused(work: Path, size: object) -> dict:
-        raise UftDataError(str(tmp_path / "ratio_sweep.png"), "exists and was not written by uft; refusing to replace it")
-
-    monkeypatch.setattr(bench, "run_benchmark", refused)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "reward_vs_kl.png").write_bytes(b"a picture of the user's")
+    monkeypatch.setattr(bench, "run_benchmark", lambda work, size: {})
     with pytest.raises(SystemExit) as exit_info:
-        main(["--size", "smoke", "--work", str(tmp_path / "work")])
+        main(["--size", "smoke", "--work", str(tmp_path / "work"), "--docs", str(docs)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "uft-miniature: error:" in err and "ratio_sweep.png" in err
+    assert err.count("\n") == 1 and err.startswith("uft-miniature: error:") and "reward_vs_kl.png" in err
+    assert sorted(p.name for p in docs.iterdir()) == ["reward_vs_kl.png"]

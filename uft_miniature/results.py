@@ -10,7 +10,8 @@ from pathlib import Path
 from matplotlib import colormaps
 
 from uft_miniature.methods import GRID, METHODS
-from uftdata.figures import new_figure, save_png
+from uftdata.atomic import atomic_path, check_output
+from uftdata.figures import drawn_by_uft, new_figure, save_png
 
 # (metric, column title, higher is better); the order of the table's columns.
 COLUMNS = (
@@ -106,14 +107,21 @@ def reward_kl_figure(results: dict[str, dict[int, dict]], table: dict, path: Pat
 
 
 def write_results(results: dict[str, dict[int, dict]], out: Path, header: str) -> dict:
-    """results.json, results.md (the table under `header`), ratio_sweep.png and reward_vs_kl.png in `out`."""
+    """results.json, results.md (the table under `header`), ratio_sweep.png and reward_vs_kl.png in `out`.
+
+    A figure there that uft did not draw is refused before anything is written, so the four files
+    are never left from two different runs; each is written atomically."""
     out.mkdir(parents=True, exist_ok=True)
+    for figure in ("ratio_sweep.png", "reward_vs_kl.png"):
+        check_output(out / figure, owned=drawn_by_uft, fix="Move it away, or draw into another folder.")
     table = aggregate(results)
-    (out / "results.json").write_text(json.dumps(
+    texts = {"results.json": json.dumps(
         {"runs": {m: {str(s): r for s, r in by.items()} for m, by in results.items()},
          "table": {m: {k: {"mean": v[0], "sd": v[1], "n": v[2]} for k, v in t.items()} for m, t in table.items()}},
-        indent=2, sort_keys=True) + "\n")
-    (out / "results.md").write_text(header.rstrip() + "\n\n" + markdown_table(table) + "\n")
+        indent=2, sort_keys=True) + "\n", "results.md": header.rstrip() + "\n\n" + markdown_table(table) + "\n"}
+    for name, text in texts.items():
+        with atomic_path(out / name, overwrite=True) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     if any(m in RATIOS for m in table):
         ratio_sweep_figure(table, out / "ratio_sweep.png")
     reward_kl_figure(results, table, out / "reward_vs_kl.png")
