@@ -29,8 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_thread", "cache")  # conftest.py
 
 # Metrics and adapter weights, sharded against one process. float32: only the order of the ranks'
 # sums differs. bfloat16 (a bf16 base, bf16 autocast, FSDP's bf16 all-gathers of the float32 LoRA
-# weights and float32 reductions; one process: autocast alone): measured within 1e-8, bounded at 1e-4
-# since bf16 rounds a differently ordered sum to a neighbour 2^-8 away.
+# weights and float32 reductions; one process: autocast alone): bounded at 1e-4, since bf16 can round
+# a differently ordered sum to a neighbour 2^-8 away.
 TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-4}
 
 
@@ -137,8 +137,7 @@ def test_the_meta_skeleton_has_the_identity_and_adapter_of_the_loaded_model(pret
     torch.manual_seed(0)
     _, skeleton, folder = fsdp.pretrained_skeleton(recipe.model, rank=0, world=1)
     assert all(p.is_meta for p in skeleton.parameters())
-    sampled = fsdp.weights_sha256(skeleton, folder)
-    assert model_identity(recipe.model, tokenizer, skeleton, weights_sha256=sampled) == identity
+    assert model_identity(recipe.model, tokenizer, skeleton, ends=fsdp.file_ends(folder)) == identity
     before = torch.get_rng_state()
     meta = add_adapter(skeleton, recipe, implicit_reward=True)
     drawn = fsdp.drawn_adapter(meta, lora_config(recipe, implicit_reward=True), before)

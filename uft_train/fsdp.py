@@ -19,7 +19,6 @@ gather them (every rank must call them), `load_trainable` and `load_optimizer` s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -41,6 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from uft_train.config import ModelConfig
 from uft_train.errors import TrainError
+from uft_train.model import Ends
 
 WHERE = "train.parallel: fsdp"
 T = TypeVar("T")
@@ -346,27 +346,21 @@ def pretrained_skeleton(cfg: ModelConfig, rank: int, world: int) -> tuple[PreTra
     return tokenizer, model, folder
 
 
-def weights_sha256(model: torch.nn.Module, folder: Path) -> str:
-    """`model.model_identity`'s weights fingerprint of a model on the meta device, its values read from
-    its files: every state-dict tensor's name, dtype, shape and first and last 64 values, in the
-    model's order, so it equals the fingerprint of the same model loaded whole (a tied weight is read
-    under the name it is stored by; a buffer made from the config is read from the model)."""
+def file_ends(folder: Path) -> Ends:
+    """`model.model_identity`'s sampler for a model on the meta device: each tensor's first and last
+    rows read from `folder`'s files, so the fingerprint equals the same model's loaded whole. A tied
+    weight is read under the name it was first met by (the one the files store)."""
     files = weight_files(folder)
     stored_as: dict[int, str] = {}
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict(keep_vars=True).items():
+
+    def ends(name: str, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = stored_as.setdefault(id(tensor), name)
-        if tensor.is_meta:
-            if key not in files:
-                raise TrainError(WHERE, f"the weights of {folder} have no tensor {key}",
-                                 fix="Use train.parallel=ddp for this model.")
-            head, tail = _ends(files[key], key)
-        else:
-            head = tail = tensor.detach().reshape(-1)
-        sample = torch.cat([head[:64], tail[-64:]]).to(tensor.dtype).to("cpu", torch.float64).numpy()
-        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        digest.update(sample.tobytes())
-    return digest.hexdigest()
+        if key not in files:
+            raise TrainError(WHERE, f"the weights of {folder} have no tensor {key}",
+                             fix="Use train.parallel=ddp for this model.")
+        return _ends(files[key], key)
+
+    return ends
 
 
 def _ends(file: Path, key: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ import importlib.util
 import inspect
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
@@ -265,34 +265,48 @@ def model_fingerprint(recipe: Recipe, tokenizer_dir: Path) -> dict:
     }
 
 
+# A tensor's flattened first and last rows (enough for its first and last 64 values), for a tensor on
+# the meta device whose values are elsewhere (`fsdp.file_ends`: in the model's files).
+Ends = Callable[[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
 def model_identity(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel,
-                   weights_sha256: str | None = None) -> dict[str, str]:
+                   ends: Ends | None = None) -> dict[str, str]:
     """What a checkpoint records of the base model and tokenizer, beyond the recipe's model.* keys, so a
     resumed run knows it continues on the same ones: the Hub commit the weights came from, sha256s of
-    the config, of every tensor's name, dtype, shape and first and last 64 values (the whole weights
-    would take minutes at 7B; a sample tells two checkpoints of one architecture apart), of the
-    tokenizer (its full serialization, chat template and special tokens) and of the stage-1 adapter.
-    `weights_sha256` is given for a model on the meta device (`fsdp.weights_sha256`, read from its files)."""
+    the config, of the weights (`weights_sha256`), of the tokenizer (its full serialization, chat
+    template and special tokens) and of the stage-1 adapter. `ends` reads the values of a model on
+    the meta device."""
     config = {k: v for k, v in model.config.to_dict().items()
               if k not in ("transformers_version", "_commit_hash", "_name_or_path")}
-    weights = hashlib.sha256()
-    for name, tensor in model.state_dict().items() if weights_sha256 is None else ():
-        flat = tensor.detach().reshape(-1)
-        sample = torch.cat([flat[:64], flat[-64:]]).to("cpu", torch.float64).numpy()
-        weights.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        weights.update(sample.tobytes())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     tokens = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     identity = {
         "model.commit": str(getattr(model.config, "_commit_hash", None)),
         "model.config_sha256": _sha256(json.dumps(config, sort_keys=True, default=str)),
-        "model.weights_sha256": weights_sha256 or weights.hexdigest(),
+        "model.weights_sha256": weights_sha256(model, ends),
         "model.tokenizer_sha256": _sha256(json.dumps([tokens, tokenizer.chat_template,
                                                       tokenizer.special_tokens_map], sort_keys=True, default=str)),
     }
     if cfg.init_adapter:
         identity["model.init_adapter_sha256"] = _folder_hash(Path(cfg.init_adapter))
     return identity
+
+
+def weights_sha256(model: torch.nn.Module, ends: Ends | None = None) -> str:
+    """sha256 of every state-dict tensor's name, dtype, shape and first and last 64 values, in the
+    model's order (the whole weights would take minutes at 7B; a sample tells two checkpoints of one
+    architecture apart). A tensor on the meta device is sampled through `ends`."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.is_meta and ends is not None:
+            head, tail = ends(name, tensor)
+        else:
+            head = tail = tensor.detach().reshape(-1)
+        sample = torch.cat([head[:64], tail[-64:]]).to(tensor.dtype).to("cpu", torch.float64).numpy()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(sample.tobytes())
+    return digest.hexdigest()
 
 
 def _sha256(text: str) -> str:

@@ -303,8 +303,8 @@ def _load_checked(recipe: Recipe, folder: RunFolder, rank: int, device: torch.de
         tokenizer, base, weights = fsdp.pretrained_skeleton(recipe.model, rank, world)
     else:
         tokenizer, base = load_tokenizer_and_model(recipe, folder.tokenizer_source(), device=device)
-    sampled = None if weights is None else fsdp.weights_sha256(base, weights)
-    identity.update(model_identity(recipe.model, tokenizer, base, weights_sha256=sampled))
+    ends = None if weights is None else fsdp.file_ends(weights)
+    identity.update(model_identity(recipe.model, tokenizer, base, ends=ends))
     if checkpoint is not None:
         check_resume(checkpoint, None, identity)
     train_rows, test_rows, data_report = tokenize_splits(recipe, tokenizer, splits)
