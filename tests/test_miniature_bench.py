@@ -1,6 +1,7 @@
-"""The whole miniature benchmark at its smoke size (one step per run, a 12-entity world): every
-method's recipe builds and trains through uftdata and uft-train, every run is evaluated, and the
-table and figures are written; twice, in two folders, with byte-identical results."""
+"""The whole miniature benchmark at its smoke size (one step per run, a 12-entity world, small
+grids): every stage's grid is trained and scored on the selection questions, every method at its
+pick, the ratio sweep and its controls are trained and evaluated, and the tables, claims and figures
+are written; twice, in two folders, with byte-identical results."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from uft_miniature.cli import main
-from uft_miniature.methods import GRID, METHODS, RECIPES
+from uft_miniature.methods import RECIPES, ratio_name
+from uft_miniature.plots import FIGURES
+from uft_miniature.protocol import PAPER, SMOKE, K, Point, grid
 from uft_train.config import load_recipe
 
 
@@ -22,33 +25,51 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return first, second
 
 
-def test_every_method_is_trained_evaluated_and_tabled(runs: tuple[Path, Path]) -> None:
+def test_every_method_is_selected_trained_evaluated_and_tabled(runs: tuple[Path, Path]) -> None:
     work, _ = runs
     results = json.loads((work / "results.json").read_text())
-    names = [m.name for m in (*METHODS, *GRID)]
-    assert set(results["runs"]) == set(names)
+    stages = [s.name for s in SMOKE.stages]
+    names = ["base", *stages, "uft_ratio_13", "uft_ratio_13_at_1_1_steps", "uft_at_13_1_steps"]
+    assert sorted(results["runs"]) == sorted(names)
+    assert sorted(results["selection"]) == sorted(stages)
     for name in names:
         metrics = results["runs"][name]["0"]
-        assert {"accuracy", "reward", "perplexity", "fact_recall", "kl"} <= set(metrics)
-        if name != "base":
-            assert (work / "runs" / name / "seed0" / "adapter" / "adapter_model.safetensors").is_file()
-    assert results["runs"]["base"]["0"]["kl"] == 0.0  # the base against itself
-    table = (work / "results.md").read_text().splitlines()
-    assert sum(line.startswith("| ") for line in table) == len(names) + 1  # header + one row per method
-    for png in ("ratio_sweep.png", "reward_vs_kl.png"):
+        assert {"accuracy", "reward", "perplexity", "fact_recall", "kl", "kl_pretrain"} <= set(metrics)
+    assert results["runs"]["base"]["0"]["kl"] == results["runs"]["base"]["0"]["kl_pretrain"] == 0.0
+    for stage in SMOKE.stages:
+        chosen = results["selection"][stage.name]
+        assert [p["tag"] for p in chosen["points"]] == [p.tag for p in grid(stage, _picks(results))]
+        assert (work / "runs" / stage.name / chosen["pick"] / "seed0" / "adapter" / "adapter_model.safetensors").is_file()
+        assert results["settings"][stage.name]["lr"] == next(p["lr"] for p in chosen["points"] if p["tag"] == chosen["pick"])
+    table = (work / "results.md").read_text()
+    assert sum(line.startswith("| uft_ratio_13 |") for line in table.splitlines()) == 1
+    assert "**cannot tell**" in table  # one seed: no interval
+    for png in FIGURES:
         assert (work / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_second_stages_start_from_their_seed_s_first_stage(runs: tuple[Path, Path]) -> None:
+def _picks(results: dict) -> dict[str, Point]:
+    return {name: Point(results["settings"][name]["lr"], results["settings"][name]["beta"])
+            for name in results["selection"]}
+
+
+def test_the_mixture_grid_centres_on_the_instruction_pick_and_second_stages_start_from_sft_s(
+        runs: tuple[Path, Path]) -> None:
     work, _ = runs
-    recipe = load_recipe(work / "runs" / "sft_then_dpo" / "seed0" / "recipe.yaml")
-    assert recipe.model.init_adapter == str(work.resolve() / "runs" / "sft" / "seed0" / "adapter")
+    results = json.loads((work / "results.json").read_text())
+    instruction = results["settings"]["uft_instruction_only"]
+    assert {p["beta"] for p in results["selection"]["uft"]["points"]} == {instruction["beta"]}
+    assert sorted(p["lr"] for p in results["selection"]["uft"]["points"]) == [instruction["lr"], 3 * instruction["lr"]]
+    sft = results["selection"]["sft"]["pick"]
+    dpo = results["selection"]["sft_then_dpo"]["pick"]
+    recipe = load_recipe(work / "runs" / "sft_then_dpo" / dpo / "seed0" / "recipe.yaml")
+    assert recipe.model.init_adapter == str(work.resolve() / "runs" / "sft" / sft / "seed0" / "adapter")
     assert recipe.train.seed == 0 and recipe.train.max_steps == 1
 
 
-def test_same_inputs_give_the_same_table_and_figures(runs: tuple[Path, Path]) -> None:
+def test_same_inputs_give_the_same_results_and_figures(runs: tuple[Path, Path]) -> None:
     first, second = runs
-    for name in ("results.json", "ratio_sweep.png", "reward_vs_kl.png"):
+    for name in ("results.json", *FIGURES):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     tables = [[line for line in (work / "results.md").read_text().splitlines() if line.startswith("|")]
               for work in runs]  # the header names the --work folder
@@ -57,16 +78,19 @@ def test_same_inputs_give_the_same_table_and_figures(runs: tuple[Path, Path]) ->
 
 def test_recipes_hold_the_papers_hyperparameters_times_one_factor() -> None:
     """UFT beta 0.01 lr 3e-5; SFT lr 1e-4; DPO/KTO beta 0.03 lr 5e-6; UNA-score beta 0.03 lr 3e-5;
-    effective batch 8, 2 epochs, LoRA r=16 alpha=16 on all 7 projections; lr x 20 throughout."""
+    ORPO lambda 0.1 lr 5e-6; DPO+NLL beta 0.1 alpha 1 lr 5e-6; effective batch 8, 2 epochs, LoRA r=16
+    alpha=16 on all 7 projections; lr x 20 throughout (the grids' centres: protocol.py)."""
     expected = {"sft.yaml": ("sft", None, 1e-4), "uft_instruction_only.yaml": ("una_mse", 0.01, 3e-5),
                 "uft.yaml": ("una_mse", 0.01, 3e-5), "sft_then_dpo.yaml": ("dpo", 0.03, 5e-6),
                 "sft_then_kto.yaml": ("kto", 0.03, 5e-6), "sft_then_una.yaml": ("una_mse", 0.03, 3e-5),
-                **{m.recipe: ("una_mse", 0.01, 3e-5) for m in GRID}}
+                "orpo.yaml": ("orpo", None, 5e-6), "dpo_nll.yaml": ("dpo_nll", 0.1, 5e-6),
+                **{f"{ratio_name(r)}.yaml": ("una_mse", 0.01, 3e-5) for r in PAPER.ratios}}
     for name, (loss, beta, paper_lr) in expected.items():
         recipe = load_recipe(RECIPES / name)
-        assert recipe.loss.name == loss and recipe.optim.lr == pytest.approx(20 * paper_lr), name
+        assert recipe.loss.name == loss and recipe.optim.lr == pytest.approx(K * paper_lr), name
         if beta is not None:
             assert recipe.loss.beta == beta, name
+        assert recipe.loss.reference == ("online" if loss in ("sft", "orpo") else "precompute"), name
         assert (recipe.train.batch_size, recipe.train.epochs, recipe.lora.r, recipe.lora.alpha) == (8, 2, 16, 16)
         assert len(recipe.lora.targets) == 7
 
@@ -90,7 +114,7 @@ def test_a_figure_uft_did_not_draw_is_refused_before_anything_is_written(tmp_pat
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "reward_vs_kl.png").write_bytes(b"a picture of the user's")
-    monkeypatch.setattr(bench, "run_benchmark", lambda work, size: {})
+    monkeypatch.setattr(bench, "run_benchmark", lambda work, size: {"selection": {}, "settings": {}, "runs": {}})
     with pytest.raises(SystemExit) as exit_info:
         main(["--size", "smoke", "--work", str(tmp_path / "work"), "--docs", str(docs)])
     assert exit_info.value.code == 2

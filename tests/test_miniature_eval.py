@@ -12,11 +12,13 @@ from transformers import PreTrainedTokenizerBase
 
 from uft_miniature.evaluate import (
     EvalSet,
+    answer_quality,
     chat_prompts,
     evaluate,
     fact_recall,
     kl_to_base,
     load_eval_set,
+    load_questions,
 )
 from uft_miniature.grammar import Question
 from uft_miniature.lm import HFLanguageModel
@@ -63,6 +65,45 @@ def test_oracle_is_perfect_and_uniform_perplexity_is_the_vocabulary(tokenizer: P
     assert "kl" not in metrics
 
 
+def test_answer_quality_is_evaluate_without_the_text_metrics(tokenizer: PreTrainedTokenizerBase) -> None:
+    """The oracle: accuracy 1 on every kind asked, reward 1; the same numbers as `evaluate`'s, and no others."""
+    oracle = TableModel(dict(zip(chat_prompts(tokenizer, QUESTIONS), (q.good_response for q in QUESTIONS))),
+                        len(tokenizer))
+    quality = answer_quality(oracle, tokenizer, QUESTIONS)
+    assert quality == {"accuracy": 1.0, "reward": 1.0, "accuracy_city": 1.0, "accuracy_age": 1.0, "accuracy_plus": 1.0}
+    full = evaluate(oracle, tokenizer, None, EVAL_SET)
+    assert quality == {k: full[k] for k in quality}
+
+
+class DocumentSkewed(TableModel):
+    """Uniform on chats; on pretraining-format sequences (they start with `<|end|>`), probability 1/2
+    on token 0 and 1/(2(V - 1)) on each other token, at every position."""
+
+    def __init__(self, end_id: int, vocab_size: int) -> None:
+        super().__init__({}, vocab_size)
+        self.end_id = end_id
+
+    def logprobs(self, sequences: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        skewed = torch.full((self.vocab_size,), 1 / (2 * (self.vocab_size - 1)), dtype=torch.float64)
+        skewed[0] = 0.5
+        rows = super().logprobs(sequences)
+        return [skewed.log().float().expand_as(r) if s[0] == self.end_id else r for s, r in zip(sequences, rows)]
+
+
+def test_kl_pretrain_hand_computed(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Policy uniform u = 1/V; the base q is skewed on pretraining text only, so kl (along chat answers)
+    is 0 and kl_pretrain, the same at every position, is
+    sum_v u (ln u - ln q_v) = -ln V + 1/V ln 2 + (V - 1)/V ln(2 (V - 1)) = ln 2 - ln V + (V - 1)/V ln(V - 1)."""
+    vocab = len(tokenizer)
+    policy = TableModel(dict(zip(chat_prompts(tokenizer, QUESTIONS), (q.good_response for q in QUESTIONS))), vocab)
+    base = DocumentSkewed(tokenizer.convert_tokens_to_ids(END_OF_TURN), vocab)
+    metrics = evaluate(policy, tokenizer, base, EVAL_SET)
+    assert metrics["kl"] == 0.0
+    expected = math.log(2) - math.log(vocab) + (vocab - 1) / vocab * math.log(vocab - 1)
+    assert metrics["kl_pretrain"] == pytest.approx(expected, rel=1e-5)
+    assert evaluate(policy, tokenizer, policy, EVAL_SET)["kl_pretrain"] == 0.0
+
+
 def test_wrong_model_scores_zero_accuracy(tokenizer: PreTrainedTokenizerBase) -> None:
     """Every answer in the good form with a wrong value: accuracy 0, reward (0.65*1 + 0.45*4)/7.6 each."""
     wrong = ["Bramo lives in Vorlan.", "17 plus 25 is 43.", "Mela is 60 years old."]
@@ -96,7 +137,7 @@ def test_kl_hand_computed() -> None:
 def test_hf_model_against_itself_has_zero_kl(tokenizer: PreTrainedTokenizerBase) -> None:
     model = build_tiny_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     metrics = evaluate(model, tokenizer, model, EVAL_SET, batch_size=2, max_new_tokens=5)
-    assert metrics["kl"] == 0.0
+    assert metrics["kl"] == metrics["kl_pretrain"] == 0.0
     assert 1.0 < metrics["perplexity"] < 2 * len(tokenizer)  # an untrained model: about uniform
 
 
@@ -132,3 +173,4 @@ def test_load_eval_set(tmp_path: Path) -> None:
     loaded = load_eval_set(tmp_path)
     assert len(loaded.questions) == 12 and len(loaded.probes) == 7 and loaded.heldout_texts
     assert loaded.questions[0] == world.pools["eval"][0]
+    assert load_questions(tmp_path, "selection") == world.pools["selection"]

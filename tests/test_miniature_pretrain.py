@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from uft_miniature.base import prepare_base
-from uft_miniature.pretrain import SIZES, learning_rate
-from uft_miniature.world import WorldConfig, build_world
-from uft_train.tokenizer import END_OF_TURN
+from uft_miniature.base import prepare_base, tokenizer_texts
+from uft_miniature.pretrain import SIZES, learning_rate, terminated
+from uft_miniature.world import WorldConfig, build_world, pretraining_corpus
+from uft_train.tokenizer import END_OF_TURN, build_tokenizer
 
 
 def test_tiny_pretrain_saves_a_loadable_cached_folder(tmp_path: Path) -> None:
@@ -55,3 +55,20 @@ def test_learning_rate_schedule() -> None:
     assert learning_rate(0, cfg) == pytest.approx(cfg.lr / cfg.warmup_steps)
     assert learning_rate(cfg.warmup_steps - 1, cfg) == pytest.approx(cfg.lr)
     assert learning_rate(cfg.steps, cfg) == pytest.approx(cfg.lr * cfg.min_lr_ratio)
+
+
+def test_a_document_ends_in_one_end_of_turn() -> None:
+    """A chat transcript already ends in its last turn's `<|end|>`; packing must not add a second."""
+    assert terminated("Bramo lives in Tesk.") == "Bramo lives in Tesk.<|end|>"
+    chat = "<|user|>Bramo lives in which city?<|end|><|assistant|>Bramo lives in Tesk.<|end|>"
+    assert terminated(chat) == chat
+
+
+def test_default_vocabulary_makes_every_name_one_token() -> None:
+    """PretrainConfig.vocab_size's claim, on the tokenizer `pretrain_base` trains for the default world."""
+    world = build_world(WorldConfig())
+    train, _ = pretraining_corpus(world)
+    tokenizer = build_tokenizer([*train, *tokenizer_texts(world)], vocab_size=SIZES["default"].vocab_size)
+    names = [e.name for e in world.entities + world.dialogue_entities]
+    assert len(names) == 480
+    assert [n for n in names if len(tokenizer(n, add_special_tokens=False)["input_ids"]) != 1] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,9 +14,19 @@ from conftest import UFTDATA
 from uft_miniature.grammar import Question, split_sentences
 from uft_miniature.reward import attributes, reward
 from uft_miniature.sources import instruction_conversations, rated_responses, write_world
-from uft_miniature.world import WorldConfig, build_world, eval_questions, fact_probes, pretraining_corpus
+from uft_miniature.world import (
+    WorldConfig,
+    build_world,
+    dialogue_documents,
+    eval_questions,
+    fact_probes,
+    invent_names,
+    pretraining_corpus,
+    rng_for,
+)
+from uft_train.tokenizer import build_tokenizer
 
-SMALL = WorldConfig(entities=40, max_operand=6)
+SMALL = WorldConfig(entities=40, max_operand=6, dialogue_entities=10)
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
@@ -26,14 +37,25 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     write_world(build_world(SMALL), tmp_path / "a", conversations=50, eval_size=20, probes=20)
     build_world.cache_clear()  # rebuild from scratch: the bytes must not depend on a cached object
     write_world(build_world(SMALL), tmp_path / "b", conversations=50, eval_size=20, probes=20)
-    write_world(build_world(WorldConfig(seed=1, entities=40, max_operand=6)), tmp_path / "c",
+    write_world(build_world(WorldConfig(seed=1, entities=40, max_operand=6, dialogue_entities=10)), tmp_path / "c",
                 conversations=50, eval_size=20, probes=20)
     a, b, c = (folder_bytes(tmp_path / name) for name in "abc")
     assert a == b
     assert sorted(a) == sorted(c) == sorted([
         "ultrachat.jsonl", "helpsteer2.jsonl", "helpsteer2_validation.jsonl", "pretrain_train.jsonl",
-        "pretrain_heldout.jsonl", "eval_questions.jsonl", "fact_probes.jsonl", "world.json"])
+        "pretrain_heldout.jsonl", "eval_questions.jsonl", "selection_questions.jsonl", "fact_probes.jsonl",
+        "world.json"])
     assert all(a[name] != c[name] for name in a)
+
+
+def test_selection_questions_file(tmp_path: Path) -> None:
+    """The whole selection pool by default, its first n with `selection_size`, in the eval file's layout."""
+    world = build_world(SMALL)
+    counts = write_world(world, tmp_path / "all", conversations=5, eval_size=5, probes=5)
+    assert counts["selection_questions.jsonl"] == len(world.pools["selection"]) > 0
+    write_world(world, tmp_path / "few", conversations=5, eval_size=5, probes=5, selection_size=3)
+    lines = (tmp_path / "few" / "selection_questions.jsonl").read_text().splitlines()
+    assert [Question(**json.loads(line)) for line in lines] == list(world.pools["selection"][:3])
 
 
 def test_world_shape() -> None:
@@ -43,8 +65,13 @@ def test_world_shape() -> None:
     # 6 * 6 sums and 15 differences, 10% of them held out of the corpus
     assert len(world.arithmetic) + len(world.arithmetic_heldout) == 36 + 15
     assert len(world.arithmetic_heldout) == 5
+    assert list(world.pools) == ["eval", "selection", "instruction", "rated", "validation"]
     askable = sum(len(p) for p in world.pools.values())
     assert askable == 40 * 4 + 46
+    # per entity kind of 40 facts: round(0.2 * 40) eval, round(0.1 * 40) selection questions
+    assert sum(q.kind == "city" for q in world.pools["eval"]) == 8
+    assert sum(q.kind == "city" for q in world.pools["selection"]) == 4
+    assert len(world.dialogue_entities) == 10
 
 
 def test_heldout_disjointness() -> None:
@@ -56,6 +83,9 @@ def test_heldout_disjointness() -> None:
              for r in rated_responses(world, len(world.pools["rated" if split == "train" else split]), split=split)}
     assert asked and rated and eval_prompts
     assert not eval_prompts & asked and not eval_prompts & rated and not asked & rated
+    pools = {name: {q.prompt for q in questions} for name, questions in world.pools.items()}
+    for name, prompts in pools.items():
+        assert prompts and all(not prompts & other for n, other in pools.items() if n != name)
 
     train, heldout = pretraining_corpus(world)
     train_sentences = {s for text in train for s in split_sentences(text)}
@@ -68,6 +98,36 @@ def test_heldout_disjointness() -> None:
         assert sentences <= train_sentences or sentences <= heldout_arithmetic
     assert not heldout_arithmetic & train_sentences
     assert set(fact_probes(world, 50)) <= {(f.prefix, f.value) for f in world.facts}
+
+
+def test_distractors_are_only_in_chat_transcripts() -> None:
+    world = build_world(SMALL)
+    names = {e.name for e in world.entities}
+    distractors = {e.name for e in world.dialogue_entities}
+    assert len(distractors) == 10 and not names & distractors
+    # the world's own names are those of a world without distractors
+    assert [e.name for e in world.entities] == invent_names(40, rng_for(SMALL, "names"))
+    assert not distractors & {f.subject for f in world.facts}
+    assert not distractors & {q.subject for pool in world.pools.values() for q in pool}
+    train, heldout = pretraining_corpus(world)
+    chats = [t for t in train if t.startswith("<|user|>")]
+    assert chats == [t for t in train if any(name in t for name in distractors)]  # only, and all, in chats
+    assert sorted(chats) == sorted(dialogue_documents(world)) and len(chats) == 10 * 2
+    assert not any(name in t for t in heldout for name in distractors)
+
+
+def test_chat_transcript_is_the_chat_template_rendering() -> None:
+    """A transcript of the corpus is what the project's tokenizer renders for its questions (1-3
+    distinct facts of one distractor) and their good answers."""
+    world = build_world(SMALL)
+    tokenizer = build_tokenizer(["Hi"], vocab_size=300)
+    questions = {Question.about(f).prompt: Question.about(f) for f in world.dialogue_entities[0].facts}
+    for document in dialogue_documents(world)[:2]:  # the first distractor's two conversations
+        prompts = re.findall(r"<\|user\|>(.*?)<\|end\|>", document)
+        assert 1 <= len(set(prompts)) == len(prompts) <= 3
+        messages = [m for p in prompts for m in ({"role": "user", "content": p},
+                                                 {"role": "assistant", "content": questions[p].good_response})]
+        assert document == tokenizer.apply_chat_template(messages, tokenize=False)
 
 
 def test_rated_responses_carry_the_reward_attributes() -> None:
@@ -124,5 +184,9 @@ def test_uftdata_reads_the_raw_files(tmp_path: Path) -> None:
 
 
 def test_world_config_reports_every_problem() -> None:
-    with pytest.raises(ValueError, match=r"eval_share must be in \[0, 1\].*eval_share \+ rated_share"):
+    with pytest.raises(ValueError, match=r"eval_share must be in \[0, 1\].*eval_share \+ selection_share \+ rated_share"):
         WorldConfig(eval_share=1.5)
+    with pytest.raises(ValueError, match=r"selection_share \+ rated_share must be at most 1 \(got 1.1"):
+        WorldConfig(eval_share=0.5, selection_share=0.3, rated_share=0.3)
+    with pytest.raises(ValueError, match="dialogue_entities and dialogue_conversations must be at least 0"):
+        WorldConfig(dialogue_conversations=-1)

@@ -4,9 +4,12 @@
 2. `prepared/`, `mixes/`: through `uftdata unfold`, `score`, `feedback --pairs-from-scores` and
    `uftdata mix RECIPE`, run as commands exactly as a user runs them;
 3. `base/`: the pretrained base model (cached by content key, reused by later runs);
-4. `runs/<method>/seed<S>/`: `uft-train RECIPE` for every method and seed (the same entry point as
-   the command, in this process to save the imports), second stages after their first stage;
-5. `eval/<method>/seed<S>.json`: the ground-truth evaluation of every run, and of the base.
+4. selection (protocol.py): every stage's grid with the first seed, `uft-train RECIPE` per point in
+   `runs/<method>/<setting>/seed<S>/`, scored on the selection questions (`eval/select/...`);
+5. comparison: every method at its pick over every seed, the ratio sweep and the equal-steps
+   controls at UFT's pick, scored on the test questions (`eval/test/...`).
+Reference log-probs are precomputed into one cache, `cache/`, shared by every run with the same
+reference (every grid point and seed of a UFT-family run on the same base).
 Every step but `mix` (seconds; rebuilt from its recipe each time, byte-identical) skips work whose
 output is complete, so an interrupted benchmark resumes; a folder made for another size is refused.
 """
@@ -24,22 +27,29 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from uft_miniature.methods import GRID, RECIPES, BenchSize, Method
+from uft_miniature.methods import RECIPES, BenchSize, Job, ratio_name
+from uft_miniature.protocol import Point, Stage, at_edge, grid, pick
 
 Log = Callable[[str], None]
 SIZE_FILE = "bench_size.json"
-MIXTURE_RECIPES = ("uft.yaml", "sft_then_dpo.yaml")  # each distinct mixture once; the rest share them
+MIXTURE_RECIPES = ("uft.yaml", "sft_then_dpo.yaml", "orpo.yaml")  # each distinct mixture once; the rest share them
 
 
 @contextlib.contextmanager
-def working_dir(path: Path) -> Iterator[None]:
-    """Recipes name their files relative to the working folder, as a user's do."""
-    previous = Path.cwd()
+def working_dir(path: Path, cache: Path) -> Iterator[None]:
+    """Recipes name their files relative to the working folder, as a user's do; the reference cache
+    lives in the working folder, so an empty folder means a run from scratch."""
+    previous, previous_cache = Path.cwd(), os.environ.get("UFT_CACHE")
     os.chdir(path)
+    os.environ["UFT_CACHE"] = str(cache)
     try:
         yield
     finally:
         os.chdir(previous)
+        if previous_cache is None:
+            os.environ.pop("UFT_CACHE", None)
+        else:
+            os.environ["UFT_CACHE"] = previous_cache
 
 
 def command(name: str) -> str:
@@ -74,8 +84,7 @@ def prepare_data(work: Path, size: BenchSize, log: Log) -> None:
     for args in steps:
         if not (work / args[args.index("-o") + 1]).is_file():
             run_command(["uftdata", *args, "--quiet"], work, log)
-    recipes = list(MIXTURE_RECIPES) + ([m.recipe for m in GRID if m.recipe is not None] if size.grid else [])
-    for recipe in recipes:
+    for recipe in [*MIXTURE_RECIPES, *(f"{ratio_name(r)}.yaml" for r in size.protocol.ratios)]:
         run_command(["uftdata", "mix", str(RECIPES / recipe), "--overwrite", "--quiet"], work, log)
 
 
@@ -95,68 +104,121 @@ def prepare_base(work: Path, size: BenchSize, log: Log) -> Path:
     return folder.resolve()
 
 
-def run_dir(work: Path, method: Method, seed: int) -> Path:
-    return work / "runs" / method.name / f"seed{seed}"
-
-
-def train_method(work: Path, base: Path, method: Method, seed: int, size: BenchSize, log: Log) -> Path:
-    """`uft-train recipes/miniature/<recipe> ...` for one seed; skipped when its adapter exists."""
+def train(work: Path, base: Path, job: Job, size: BenchSize, log: Log) -> Path:
+    """`uft-train recipes/miniature/<recipe> ...` for one job (its first stage first); skipped when done."""
     from uft_train.cli import run_training
 
-    assert method.recipe is not None, method  # the base model is evaluated, never trained
-
-    out = run_dir(work, method, seed)
+    out = work / "runs" / job.folder
     if (out / "summary.json").is_file():
         return out
-    overrides = [f"model.name={base}", f"train.seed={seed}", f"output.dir={out}", "output.overwrite=true"]
-    if method.after is not None:
-        overrides.append(f"model.init_adapter={run_dir(work, _method(size, method.after), seed) / 'adapter'}")
-    if size.max_steps is not None:
-        overrides.append(f"train.max_steps={size.max_steps}")
+    overrides = [f"model.name={base}", f"train.seed={job.seed}", f"output.dir={out}", "output.overwrite=true",
+                 *job.point.overrides()]
+    if job.after is not None:
+        overrides.append(f"model.init_adapter={train(work, base, job.after, size, log) / 'adapter'}")
+    steps = job.max_steps if job.max_steps is not None else size.max_steps
+    if steps is not None:
+        overrides.append(f"train.max_steps={steps}")
     started = time.perf_counter()
-    with working_dir(work), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        run_training(RECIPES / method.recipe, overrides)
-    log(f"trained {method.name} seed {seed} in {time.perf_counter() - started:.0f} s")
+    with working_dir(work, work / "cache"), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        run_training(RECIPES / job.recipe, overrides)
+    log(f"trained {job.folder} in {time.perf_counter() - started:.0f} s")
     return out
 
 
-def _method(size: BenchSize, name: str) -> Method:
-    return next(m for m in size.all_methods() if m.name == name)
+def total_steps(work: Path, job: Job) -> int:
+    return int(json.loads((work / "runs" / job.folder / "data.json").read_text())["total_steps"])
 
 
-def evaluate_run(work: Path, base: Path, method: Method, seed: int, size: BenchSize, log: Log) -> dict:
-    """The ground-truth metrics of one run (or of the base), cached in eval/<method>/seed<S>.json."""
-    out = work / "eval" / method.name / f"seed{seed}.json"
+def evaluate(work: Path, base: Path, job: Job | None, size: BenchSize, split: str, log: Log) -> dict:
+    """Ground-truth metrics of one run (None: the base) on `split`: `select` (the selection questions:
+    answers only) or `test` (every metric); cached in eval/<split>/<run>.json."""
+    out = work / "eval" / split / f"{job.folder if job else 'base/seed0'}.json"
     if out.is_file():
         return json.loads(out.read_text())
-    from uft_miniature.evaluate import evaluate, load_eval_set
+    from uft_miniature.evaluate import answer_quality, load_eval_set, load_questions
+    from uft_miniature.evaluate import evaluate as measure
     from uft_miniature.model import load_base, load_run
 
     started = time.perf_counter()
     tokenizer, base_model = load_base(base)
-    model = base_model if method.recipe is None else load_run(run_dir(work, method, seed), base)
-    metrics = evaluate(model, tokenizer, base_model, load_eval_set(work / "raw"), batch_size=size.eval_batch_size)
+    model = base_model if job is None else load_run(work / "runs" / job.folder, base)
+    if split == "select":
+        metrics = answer_quality(model, tokenizer, load_questions(work / "raw", "selection"),
+                                 batch_size=size.eval_batch_size)
+    else:
+        metrics = measure(model, tokenizer, base_model, load_eval_set(work / "raw"), batch_size=size.eval_batch_size)
     metrics = {k: round(float(v), 6) for k, v in sorted(metrics.items())}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    log(f"evaluated {method.name} seed {seed} in {time.perf_counter() - started:.0f} s: "
-        f"accuracy {metrics['accuracy']:.3f}, reward {metrics['reward']:.3f}, kl {metrics.get('kl', 0):.4f}")
+    log(f"evaluated {job.folder if job else 'base'} ({split}) in {time.perf_counter() - started:.0f} s: "
+        f"accuracy {metrics['accuracy']:.3f}, reward {metrics['reward']:.3f}")
     return metrics
 
 
-def run_benchmark(work: Path, size: BenchSize, log: Log = print) -> dict[str, dict[int, dict]]:
-    """Everything for `size` in `work`; returns {method: {seed: metrics}}."""
+def stage_job(size: BenchSize, stage: Stage, point: Point, seed: int, picks: dict[str, Point]) -> Job:
+    after = None
+    if stage.after is not None:
+        first = next(s for s in size.protocol.stages if s.name == stage.after)
+        after = Job(first.name, first.recipe, picks[first.name], seed)
+    return Job(stage.name, stage.recipe, point, seed, after)
+
+
+def select(work: Path, base: Path, size: BenchSize, log: Log) -> tuple[dict[str, Point], dict]:
+    """Every stage's grid on the first seed, in order (a grid may centre on an earlier pick)."""
+    picks: dict[str, Point] = {}
+    selection = {}
+    for stage in size.protocol.stages:
+        points = grid(stage, picks)
+        scores = {}
+        for point in points:
+            job = stage_job(size, stage, point, size.seeds[0], picks)
+            train(work, base, job, size, log)
+            scores[point] = evaluate(work, base, job, size, "select", log)
+        picks[stage.name] = pick(points, scores)
+        selection[stage.name] = {
+            "source": stage.source, "pick": picks[stage.name].tag, "at_edge": at_edge(points, picks[stage.name]),
+            "points": [{"tag": p.tag, "lr": p.lr, "beta": p.beta, **scores[p]} for p in points]}
+        log(f"selected {stage.name}: {picks[stage.name].tag}")
+    return picks, selection
+
+
+def compare(work: Path, base: Path, size: BenchSize, picks: dict[str, Point], log: Log) -> dict[str, dict[int, Job]]:
+    """Every method at its pick over the seeds, the ratio sweep and the equal-steps controls, trained."""
+    jobs: dict[str, dict[int, Job]] = {}
+    for seed in size.seeds:
+        for stage in size.protocol.stages:
+            jobs.setdefault(stage.name, {})[seed] = stage_job(size, stage, picks[stage.name], seed, picks)
+        for ratio in size.protocol.ratios:
+            jobs.setdefault(ratio_name(ratio), {})[seed] = Job(ratio_name(ratio), f"{ratio_name(ratio)}.yaml",
+                                                               picks["uft"], seed)
+    for by_seed in jobs.values():
+        for job in by_seed.values():
+            train(work, base, job, size, log)
+    if size.protocol.controls and size.protocol.ratios:
+        largest = max(size.protocol.ratios)
+        for seed in size.seeds:
+            one, many = jobs["uft"][seed], jobs[ratio_name(largest)][seed]
+            for job in (dataclasses.replace(many, name=f"{ratio_name(largest)}_at_1_1_steps",
+                                            max_steps=total_steps(work, one)),
+                        dataclasses.replace(one, name=f"uft_at_{largest:g}_1_steps", max_steps=total_steps(work, many))):
+                jobs.setdefault(job.name, {})[seed] = job
+                train(work, base, job, size, log)
+    return jobs
+
+
+def run_benchmark(work: Path, size: BenchSize, log: Log = print) -> dict:
+    """Everything for `size` in `work`: {"selection", "settings", "runs": {method: {seed: metrics}}}."""
     work.mkdir(parents=True, exist_ok=True)
     work = work.resolve()
     started = time.perf_counter()
     prepare_data(work, size, log)
     base = prepare_base(work, size, log)
-    results: dict[str, dict[int, dict]] = {}
-    for method in size.all_methods():
-        seeds = size.seeds[:1] if method.recipe is None else size.seeds  # the base does not vary by seed
-        for seed in seeds:
-            if method.recipe is not None:
-                train_method(work, base, method, seed, size, log)
-            results.setdefault(method.name, {})[seed] = evaluate_run(work, base, method, seed, size, log)
+    picks, selection = select(work, base, size, log)
+    jobs = compare(work, base, size, picks, log)
+    runs = {"base": {size.seeds[0]: evaluate(work, base, None, size, "test", log)}}
+    for name, by_seed in jobs.items():
+        runs[name] = {seed: evaluate(work, base, job, size, "test", log) for seed, job in by_seed.items()}
+    settings = {name: {"lr": job.point.lr, "beta": job.point.beta, "steps": total_steps(work, job)}
+                for name, by_seed in jobs.items() for job in by_seed.values() if job.seed == size.seeds[0]}
     log(f"benchmark: {time.perf_counter() - started:.0f} s")
-    return results
+    return {"selection": selection, "settings": settings, "runs": runs}

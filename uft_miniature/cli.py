@@ -1,8 +1,9 @@
 """`uft-miniature [--size SIZE] [--work DIR] [--docs DIR]`: the paper's comparison in miniature.
 
 Generates the synthetic world, prepares its data with `uftdata`, pretrains (or reuses) the base
-model, trains every method of recipes/miniature/ over the size's seeds with `uft-train`, evaluates
-each against the world's ground truth, and writes results.md / results.json / ratio_sweep.png /
+model, selects every method's setting over its grid on held-out selection questions (protocol.py),
+trains every method at its pick over the size's seeds with `uft-train`, evaluates each against the
+world's ground truth, and writes results.md / results.json / selection.png / ratio_sweep.png /
 reward_vs_kl.png into --docs. Rerunning skips finished steps (delete --work to start over).
 """
 
@@ -30,7 +31,7 @@ def header(size_name: str, argv: list[str]) -> str:
         f"({'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}).",
         f"Versions: uft {getattr(uft_train, '__version__', '0.1.0')}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}, peft {peft.__version__}, python {platform.python_version()}.",
-        "Each cell: mean ± sample sd over the seeds (the base model is one model: no spread).",
+        "Final table: mean ± sample sd over the seeds (the base model is one model: no spread).",
     ])
 
 
@@ -53,11 +54,11 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         results = run_benchmark(work, size)
-        table = write_results(results, args.docs or work, header(name, argv))
+        table = write_results(results, args.docs or work, header(name, argv), list(size.protocol.ratios))
     except UftError as error:  # a refused output path, a bad input: one line, no traceback
         print(f"uft-miniature: error: {error.line()}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(markdown_table(table))
+    print(markdown_table(table, results["settings"]))
     print(f"written: {(args.docs or work) / 'results.md'} ({(time.perf_counter() - started) / 60:.1f} min, "
           f"{torch_threads()} torch threads)")
 

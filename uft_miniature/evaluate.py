@@ -1,5 +1,6 @@
 """Evaluation against the world's ground truth: instruction accuracy and reward on held-out
-questions, retention of the base model's knowledge (perplexity, fact recall), and KL from the base.
+questions, retention of the base model's knowledge (perplexity, fact recall), and KL from the base
+along the model's answers (`kl`) and along held-out pretraining text (`kl_pretrain`).
 
 Each metric is a small function over a `LanguageModel` (see `lm.py`), so tests check it with
 oracles; `evaluate` wires them to Hugging Face models.
@@ -18,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from uft_miniature.grammar import KINDS, Question
 from uft_miniature.lm import HFModel, LanguageModel, as_language_model
+from uft_miniature.pretrain import terminated
 from uft_miniature.reward import extract_answer, reward
 from uft_train.tokenizer import END_OF_TURN
 
@@ -36,15 +38,21 @@ class EvalSet:
     """(prefix, expected first word) in the pretraining format, for fact recall."""
 
 
+def _records(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def load_questions(folder: Path, name: str) -> tuple[Question, ...]:
+    """The questions `sources.write_world` wrote to `folder/<name>_questions.jsonl` (name: eval, selection)."""
+    return tuple(Question(**r) for r in _records(Path(folder) / f"{name}_questions.jsonl"))
+
+
 def load_eval_set(folder: Path) -> EvalSet:
     """The eval set `sources.write_world` wrote into `folder`."""
-    def lines(name: str) -> list[dict]:
-        text = (Path(folder) / name).read_text(encoding="utf-8")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-    return EvalSet(tuple(Question(**r) for r in lines("eval_questions.jsonl")),
-                   tuple(r["text"] for r in lines("pretrain_heldout.jsonl")),
-                   tuple((r["prefix"], r["expected"]) for r in lines("fact_probes.jsonl")))
+    return EvalSet(load_questions(folder, "eval"),
+                   tuple(r["text"] for r in _records(Path(folder) / "pretrain_heldout.jsonl")),
+                   tuple((r["prefix"], r["expected"]) for r in _records(Path(folder) / "fact_probes.jsonl")))
 
 
 def chat_prompts(tokenizer: PreTrainedTokenizerBase, questions: Sequence[Question]) -> list[str]:
@@ -75,8 +83,9 @@ def fact_recall(lm: LanguageModel, probes: Sequence[tuple[str, str]], max_new_to
 
 
 def document_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
-    """Each text as a pretraining document: `<|end|>` text `<|end|>` (the first token is context only)."""
-    return [tokenizer(DOCUMENT_START + t + END_OF_TURN, add_special_tokens=False)["input_ids"] for t in texts]
+    """Each text as a pretraining document after the previous one's end: `<|end|>` text `<|end|>`
+    (the first token is context only; `pretrain.terminated` says where the document ends)."""
+    return [tokenizer(DOCUMENT_START + terminated(t), add_special_tokens=False)["input_ids"] for t in texts]
 
 
 def perplexity(lm: LanguageModel, sequences: Sequence[Sequence[int]]) -> float:
@@ -104,7 +113,8 @@ def response_ids(tokenizer: PreTrainedTokenizerBase, questions: Sequence[Questio
 
 def kl_to_base(policy: LanguageModel, base: LanguageModel, sequences: Sequence[Sequence[int]],
                starts: Sequence[int]) -> float:
-    """Mean per-token KL(policy || base) over the response positions of `sequences`.
+    """Mean per-token KL(policy || base) over the response positions of `sequences` (starts of 1:
+    every position that predicts a token, as for pretraining-format text).
 
     Estimator: at every response token t (from `starts[i]` to the end, the template's `<|end|>`
     included), the exact KL of the two next-token distributions given the same prefix,
@@ -126,20 +136,40 @@ def respond(lm: LanguageModel, tokenizer: PreTrainedTokenizerBase, questions: Se
     return lm.generate(chat_prompts(tokenizer, questions), max_new_tokens)
 
 
+def _answer(lm: LanguageModel, tokenizer: PreTrainedTokenizerBase, questions: Sequence[Question],
+            max_new_tokens: int) -> tuple[list[str], dict[str, float]]:
+    """The responses (`evaluate` measures KL along them) and their `answer_metrics`."""
+    responses = respond(lm, tokenizer, questions, max_new_tokens)
+    return responses, answer_metrics(questions, responses)
+
+
+def answer_quality(model: HFModel | LanguageModel, tokenizer: PreTrainedTokenizerBase,
+                   questions: Sequence[Question], *, batch_size: int = 64,
+                   max_new_tokens: int = 24) -> dict[str, float]:
+    """accuracy (+ per kind) and reward on `questions`: what choosing among trained models on the
+    selection questions needs, without `evaluate`'s perplexity, recall and KL passes."""
+    return _answer(as_language_model(model, tokenizer, batch_size), tokenizer, questions, max_new_tokens)[1]
+
+
 def evaluate(model: HFModel | LanguageModel, tokenizer: PreTrainedTokenizerBase,
              base_model: HFModel | LanguageModel | None, eval_set: EvalSet, *,
              batch_size: int = 64, max_new_tokens: int = 24) -> dict[str, float]:
-    """accuracy (+ per kind), reward, perplexity, fact_recall, and kl (when `base_model` is given).
+    """accuracy (+ per kind), reward, perplexity, fact_recall, and (when `base_model` is given) kl
+    along the model's answers and kl_pretrain along the held-out pretraining texts.
 
+    Two KLs because they measure different drifts: `kl` how far the answers moved from what the
+    base would say (large for any fine-tune), `kl_pretrain` how much the model forgot of the base's
+    language model on text it was pretrained like.
     `model`/`base_model`: Hugging Face causal LMs (peft models too) or `LanguageModel`s.
     """
     lm = as_language_model(model, tokenizer, batch_size)
     questions = list(eval_set.questions)
-    responses = respond(lm, tokenizer, questions, max_new_tokens)
-    metrics = answer_metrics(questions, responses)
-    metrics["perplexity"] = perplexity(lm, document_ids(tokenizer, eval_set.heldout_texts))
+    responses, metrics = _answer(lm, tokenizer, questions, max_new_tokens)
+    documents = document_ids(tokenizer, eval_set.heldout_texts)
+    metrics["perplexity"] = perplexity(lm, documents)
     metrics["fact_recall"] = fact_recall(lm, eval_set.probes)
     if base_model is not None:
         base = as_language_model(base_model, tokenizer, batch_size)
         metrics["kl"] = kl_to_base(lm, base, *response_ids(tokenizer, questions, responses))
+        metrics["kl_pretrain"] = kl_to_base(lm, base, documents, [1] * len(documents))
     return metrics

@@ -1,10 +1,13 @@
 """The miniature's base model: a tiny Llama pretrained from scratch on the world's corpus.
 
-A pure language model, like the papers' base models: it never sees a chat template. Documents are
-packed into fixed-length sequences, each document followed by `<|end|>`; that token is the
-tokenizer's end of turn too, as Mistral-7B-v0.1's `</s>` ends both a document and an `[INST]` turn,
-so a base model knows how to stop, and the chat tokens it never saw are only inputs (a LoRA
-adapter cannot train an embedding row it would have to emit).
+A pure language model, like the papers' base models: it is trained on documents, some of which are
+chat transcripts (as web text holds dialogue), never on a chat-formatted training set. Documents
+are packed into fixed-length sequences, each document ending in exactly one `<|end|>`
+(`terminated`); that token is the tokenizer's end of turn too, as Mistral-7B-v0.1's `</s>` ends
+both a document and an `[INST]` turn, so a base model knows how to stop. A chat transcript already
+ends in the `<|end|>` of its last turn, which then also ends the document: the packed stream reads
+`...<|assistant|>answer<|end|>` and the next document, just as a fact paragraph's stream reads
+`...sentence.<|end|>` and the next one.
 
 The folder is cached under a key of everything that determines its bytes, written atomically, and
 loads with `AutoModelForCausalLM.from_pretrained(folder)` / `AutoTokenizer.from_pretrained(folder)`.
@@ -35,8 +38,10 @@ from uft_train.tokenizer import END_OF_TURN, build_tokenizer
 class PretrainConfig:
     """Tokenizer, model shape and optimisation of the base model."""
 
-    vocab_size: int = 1152
-    """BPE vocabulary, the 7 special tokens included; 1152 makes every name of the default world one token."""
+    vocab_size: int = 1632
+    """BPE vocabulary, the 7 special tokens included. 1632 (the least multiple of 32 that does) makes
+    every name of the default world one token, the distractors' of its chat transcripts included;
+    1152 sufficed for the world's own names, whose facts the corpus states more often."""
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -78,6 +83,11 @@ def cache_key(texts: Sequence[str], tokenizer_texts: Sequence[str], cfg: Pretrai
     if torch.cuda.is_available():  # a GPU gives other weights than the CPU; CPU keys stay as they were
         payload["device"] = "cuda"
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def terminated(text: str) -> str:
+    """`text` as a pretraining document: ending in one `<|end|>` (added unless it already ends in one)."""
+    return text if text.endswith(END_OF_TURN) else text + END_OF_TURN
 
 
 def learning_rate(step: int, cfg: PretrainConfig) -> float:
@@ -144,8 +154,8 @@ def pretrain_base(texts: Sequence[str], out_dir: Path, cfg: PretrainConfig = SIZ
     model = build_tiny_model(tokenizer, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                              num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
                              max_position_embeddings=max(512, cfg.seq_len), seed=cfg.seed)
-    end = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    documents = [tokenizer(t, add_special_tokens=False)["input_ids"] + [end] for t in texts]
+    # Special tokens are matched before pre-tokenization: `text<|end|>` is text's ids, then `<|end|>`'s.
+    documents = [tokenizer(terminated(t), add_special_tokens=False)["input_ids"] for t in texts]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         record = train(model.to("cuda" if torch.cuda.is_available() else "cpu"), documents, cfg, log)  # type: ignore[arg-type]  # PreTrainedModel.to is typed through functools.wraps, as if unbound

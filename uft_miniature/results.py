@@ -1,5 +1,6 @@
-"""The benchmark's results: a table in the paper's shape (methods as rows, tasks as columns, mean
-and spread over seeds) and two figures (the ratio sweep; reward against KL from the base)."""
+"""The benchmark's results: the selection grids (in the manner of the paper's Tables 10-13), the
+final table in the paper's shape (methods as rows, mean and spread over seeds, each at its own
+selected setting), the claims with their verdicts (claims.py), and three figures (plots.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import json
 import statistics
 from pathlib import Path
 
-from matplotlib import colormaps
-
-from uft_miniature.methods import GRID, METHODS
+from uft_miniature.claims import claims, claims_markdown, judge
+from uft_miniature.plots import FIGURES, ratio_sweep_figure, reward_kl_figure, selection_figure
 from uftdata.atomic import atomic_path, check_output
-from uftdata.figures import drawn_by_uft, new_figure, save_png
+from uftdata.figures import drawn_by_uft
 
 # (metric, column title, higher is better); the order of the table's columns.
 COLUMNS = (
@@ -19,9 +19,10 @@ COLUMNS = (
     ("reward", "reward (known RM)", True),
     ("fact_recall", "fact recall (pretraining format)", True),
     ("perplexity", "held-out perplexity", False),
-    ("kl", "KL from base (per token)", False),
+    ("kl", "KL from base, answers (per token)", False),
+    ("kl_pretrain", "KL from base, pretraining text (per token)", False),
 )
-RATIOS = {m.name: m.ratio for m in (*METHODS, *GRID) if m.ratio is not None}
+Table = dict[str, dict[str, tuple[float, float, int]]]
 
 
 def summarize(values: list[float]) -> tuple[float, float]:
@@ -29,19 +30,26 @@ def summarize(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def aggregate(results: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[float, float, int]]]:
+def aggregate(runs: dict[str, dict]) -> Table:
     """{method: {metric: (mean, sd, n)}} over seeds."""
     table = {}
-    for method, by_seed in results.items():
-        runs = list(by_seed.values())
-        table[method] = {metric: (*summarize([r[metric] for r in runs]), len(runs))
-                         for metric, _, _ in COLUMNS if all(metric in r for r in runs)}
+    for method, by_seed in runs.items():
+        values = list(by_seed.values())
+        table[method] = {metric: (*summarize([r[metric] for r in values]), len(values))
+                         for metric, _, _ in COLUMNS if all(metric in r for r in values)}
     return table
 
 
-def markdown_table(table: dict[str, dict[str, tuple[float, float, int]]]) -> str:
-    lines = ["| method | seeds | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-             "|---|---:|" + "---:|" * len(COLUMNS)]
+def _setting(settings: dict, method: str) -> list[str]:
+    s = settings.get(method)
+    if s is None:
+        return ["-", "-", "-"]
+    return [f"{s['lr']:g}", "-" if s["beta"] is None else f"{s['beta']:g}", str(s["steps"])]
+
+
+def markdown_table(table: Table, settings: dict) -> str:
+    lines = ["| method | lr | beta | steps | seeds | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(COLUMNS)]
     for method, metrics in table.items():
         n = max((v[2] for v in metrics.values()), default=0)
         cells = []
@@ -50,80 +58,64 @@ def markdown_table(table: dict[str, dict[str, tuple[float, float, int]]]) -> str
                 cells.append("-")
                 continue
             mean, sd, _ = metrics[metric]
-            digits = 4 if metric == "kl" else 3
+            digits = 4 if metric.startswith("kl") else 3
             cells.append(f"{mean:.{digits}f} ± {sd:.{digits}f}" if n > 1 else f"{mean:.{digits}f}")
-        lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(_setting(settings, method)) + f" | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def ratio_sweep_figure(table: dict, path: Path) -> Path:
-    """UFT's metrics against the instruction:rated ratio (log x), SFT and the base as reference lines."""
-    swept = sorted((RATIOS[m], m) for m in table if m in RATIOS)
-    figure = new_figure(13, 3.8)
-    axes = figure.subplots(1, 3)
-    for ax, metric in zip(axes, ("accuracy", "reward", "fact_recall")):
-        title = next(t for m, t, _ in COLUMNS if m == metric)
-        xs = [r for r, _ in swept]
-        means = [table[m][metric][0] for _, m in swept]
-        sds = [table[m][metric][1] for _, m in swept]
-        ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label="UFT (mixture)")
-        for name, style in (("sft", "--"), ("base", ":")):
-            if name in table and metric in table[name]:
-                ax.axhline(table[name][metric][0], linestyle=style, color="0.4", label=name)
-        ax.set_xscale("log")
-        ax.set_xticks(xs, [f"{x:g}" for x in xs])
-        ax.minorticks_off()
-        ax.set_xlabel("instruction rows per rated row (paper: 16k..260k : 20k)")
-        ax.set_ylabel(title)
-        ax.set_title(title)
-        ax.legend(fontsize=8)
-    figure.suptitle("Ratio sweep: UFT on instruction + rated data, mean ± sd over seeds")
-    return save_png(figure, path)
+def selection_markdown(selection: dict) -> str:
+    """Per stage, the selection reward (accuracy) of every grid point: learning rates as rows, betas
+    as columns; the pick in bold, flagged when it is at the grid's edge."""
+    parts = []
+    for stage, s in selection.items():
+        betas = sorted({p["beta"] for p in s["points"]}, key=lambda b: -1.0 if b is None else b)
+        lrs = sorted({p["lr"] for p in s["points"]})
+        cell = {(p["lr"], p["beta"]): p for p in s["points"]}
+        edge = " (at the grid's edge)" if s["at_edge"] else ""
+        lines = [f"**{stage}**: {s['source'] or 'grid'}; pick `{s['pick']}`{edge}", "",
+                 "| lr | " + " | ".join("-" if b is None else f"beta {b:g}" for b in betas) + " |",
+                 "|---:|" + "---:|" * len(betas)]
+        for lr in lrs:
+            row = []
+            for b in betas:
+                p = cell.get((lr, b))
+                text = "" if p is None else f"{p['reward']:.3f} ({p['accuracy']:.3f})"
+                row.append(f"**{text}**" if p is not None and p["tag"] == s["pick"] else text)
+            lines.append(f"| {lr:g} | " + " | ".join(row) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
-def distinct_colors(names: list[str]) -> dict[str, tuple[float, ...]]:
-    """Up to 20 distinguishable colors: tab20's dark shades first, then its light ones (tab10 would
-    repeat after 10 methods and give two methods one color)."""
-    cmap = colormaps["tab20"]
-    return {name: tuple(cmap((2 * i) % 20 + (2 * i // 20) % 2)) for i, name in enumerate(names)}
+def judged_claims(results: dict, ratios: list[float]) -> list[dict]:
+    judged = [judge(c, results["runs"]) for c in claims(max(ratios) if ratios else 13.0)]
+    return [j for j in judged if j is not None]
 
 
-def reward_kl_figure(results: dict[str, dict[int, dict]], table: dict, path: Path) -> Path:
-    """Mean reward of generations against KL from the base: each seed faint, the mean with sd bars."""
-    figure = new_figure(7.5, 5.2)
-    ax = figure.subplots()
-    names = [m for m in table if "kl" in table[m]]
-    palette = distinct_colors(names)
-    for name in names:
-        runs = list(results[name].values())
-        ax.scatter([r["kl"] for r in runs], [r["reward"] for r in runs], color=palette[name], alpha=0.3, s=14)
-        (kl, kl_sd, _), (rw, rw_sd, _) = table[name]["kl"], table[name]["reward"]
-        ax.errorbar(kl, rw, xerr=kl_sd, yerr=rw_sd, marker="o", color=palette[name], capsize=3, label=name)
-    ax.set_xlabel("KL(policy || base) per response token, on held-out prompts")
-    ax.set_ylabel("mean reward of greedy responses (known reward function)")
-    ax.set_title("Reward against divergence from the base model")
-    ax.legend(fontsize=8, loc="best")
-    return save_png(figure, path)
+def write_results(results: dict, out: Path, header: str, ratios: list[float]) -> Table:
+    """results.json, results.md and the figures (plots.FIGURES) in `out`.
 
-
-def write_results(results: dict[str, dict[int, dict]], out: Path, header: str) -> dict:
-    """results.json, results.md (the table under `header`), ratio_sweep.png and reward_vs_kl.png in `out`.
-
-    A figure there that uft did not draw is refused before anything is written, so the four files
-    are never left from two different runs; each is written atomically."""
+    A figure there that uft did not draw is refused before anything is written, so the files are
+    never left from two different runs; each is written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    for figure in ("ratio_sweep.png", "reward_vs_kl.png"):
+    for figure in FIGURES:
         check_output(out / figure, owned=drawn_by_uft, fix="Move it away, or draw into another folder.")
-    table = aggregate(results)
-    texts = {"results.json": json.dumps(
-        {"runs": {m: {str(s): r for s, r in by.items()} for m, by in results.items()},
-         "table": {m: {k: {"mean": v[0], "sd": v[1], "n": v[2]} for k, v in t.items()} for m, t in table.items()}},
-        indent=2, sort_keys=True) + "\n", "results.md": header.rstrip() + "\n\n" + markdown_table(table) + "\n"}
-    for name, text in texts.items():
+    runs = {m: {str(s): r for s, r in by.items()} for m, by in results["runs"].items()}
+    table = aggregate(runs)
+    judged = judged_claims({"runs": runs}, ratios)
+    document = {"selection": results["selection"], "settings": results["settings"], "runs": runs,
+                "table": {m: {k: {"mean": v[0], "sd": v[1], "n": v[2]} for k, v in t.items()} for m, t in table.items()},
+                "claims": judged}
+    markdown = "\n\n".join([
+        header.rstrip(), "## Selection (one seed, selection questions): reward (accuracy)",
+        selection_markdown(results["selection"]), "## At the selected settings (test questions)",
+        markdown_table(table, results["settings"]), "## Claims (paired over seeds; rule in uft_miniature/claims.py)",
+        claims_markdown(judged)]) + "\n"
+    for name, text in {"results.json": json.dumps(document, indent=2, sort_keys=True) + "\n",
+                       "results.md": markdown}.items():
         with atomic_path(out / name, overwrite=True) as tmp:
             tmp.write_text(text, encoding="utf-8")
-    if any(m in RATIOS for m in table):
-        ratio_sweep_figure(table, out / "ratio_sweep.png")
-    reward_kl_figure(results, table, out / "reward_vs_kl.png")
+    selection_figure(results["selection"], out / "selection.png")
+    ratio_sweep_figure(table, ratios, out / "ratio_sweep.png")
+    reward_kl_figure(runs, table, out / "reward_vs_kl.png")
     return table
-

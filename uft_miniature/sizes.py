@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from uft_miniature.methods import BenchSize
+from uft_miniature.protocol import PAPER, SMOKE
 from uft_miniature.world import WorldConfig
 
 
@@ -23,14 +24,15 @@ class Size:
 
 
 SIZES = {
-    "smoke": Size(BenchSize("smoke", WorldConfig(entities=12, max_operand=4, validation_share=0.3), pretrain="tiny", conversations=1000,
-                            eval_questions=8, probes=8, seeds=(0,), max_steps=1, eval_batch_size=16),
+    "smoke": Size(BenchSize("smoke", WorldConfig(entities=12, max_operand=4, validation_share=0.3, dialogue_entities=12),
+                            pretrain="tiny", conversations=1000, eval_questions=8, probes=8, protocol=SMOKE, seeds=(0,),
+                            max_steps=1, eval_batch_size=16),
                   "a seconds-long run of every step for the tests; measures nothing"),
     "default": Size(BenchSize("default", WorldConfig(rated_share=0.125), pretrain="default", conversations=8500,
-                              eval_questions=200, probes=200),
+                              eval_questions=200, probes=200, protocol=PAPER),
                     "240 entities, 564 rated rows, 3 seeds; about half an hour on 2 CPU cores"),
-    "large": Size(BenchSize("large", WorldConfig(entities=960), pretrain="large",
-                            conversations=64000, eval_questions=400, probes=400, eval_batch_size=128),
+    "large": Size(BenchSize("large", WorldConfig(entities=960, dialogue_entities=960), pretrain="large",
+                            conversations=64000, eval_questions=400, probes=400, protocol=PAPER, eval_batch_size=128),
                   "4x the world and a wider base model, for a CUDA machine"),
 }
 

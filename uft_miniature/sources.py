@@ -89,13 +89,14 @@ def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
 
 
 def write_world(world: World, folder: Path, *, conversations: int = 2000, eval_size: int = 200,
-                probes: int = 200) -> dict[str, int]:
+                probes: int = 200, selection_size: int | None = None) -> dict[str, int]:
     """Write the raw files the benchmark feeds to `uftdata` and to the evaluation; returns line counts.
 
     ultrachat.jsonl, helpsteer2.jsonl (every rated prompt), helpsteer2_validation.jsonl (every
     validation prompt), pretrain_train.jsonl / pretrain_heldout.jsonl (`{"text"}`),
-    eval_questions.jsonl (`{"prompt", "answer", "kind", "subject"}`), fact_probes.jsonl
-    (`{"prefix", "expected"}`), world.json (the config). Same world -> same bytes.
+    eval_questions.jsonl and selection_questions.jsonl (`{"prompt", "answer", "kind", "subject"}`;
+    `selection_size=None`: the whole selection pool), fact_probes.jsonl (`{"prefix", "expected"}`),
+    world.json (the config). Same world -> same bytes.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,6 +108,8 @@ def write_world(world: World, folder: Path, *, conversations: int = 2000, eval_s
         "pretrain_train.jsonl": [{"text": t} for t in train],
         "pretrain_heldout.jsonl": [{"text": t} for t in heldout],
         "eval_questions.jsonl": [asdict(q) for q in eval_questions(world, eval_size)],
+        "selection_questions.jsonl": [asdict(q) for q in questions_from(
+            world, "selection", len(world.pools["selection"]) if selection_size is None else selection_size)],
         "fact_probes.jsonl": [{"prefix": p, "expected": e} for p, e in fact_probes(world, probes)],
     }
     for name, records in files.items():

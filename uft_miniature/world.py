@@ -8,15 +8,21 @@ Which facts go where (`build_world`):
 - Every entity fact and every arithmetic fact except `heldout_arithmetic` of them is stated in the
   pretraining corpus: the base model can know them.
 - The askable facts are split per kind into disjoint pools: `eval` (held-out questions),
-  `rated` (HelpSteer2-like prompts; `validation` carved from it) and `instruction` (the rest,
-  UltraChat-like conversations). So no evaluation question is ever asked in training data, but
-  its answer is in the pretraining corpus.
+  `selection` (held-out questions for choosing among trained models, so that choice never looks
+  at `eval`), `rated` (HelpSteer2-like prompts; `validation` carved from it) and `instruction`
+  (the rest, UltraChat-like conversations). So no evaluation question is ever asked in training
+  data, but its answer is in the pretraining corpus.
+- A second set of invented people, the `dialogue_entities`, appears only in chat transcripts of
+  the pretraining corpus (`dialogue_documents`): the base model sees the chat format, as real base
+  models see dialogue on the web, without seeing a single question about the world's own people.
+  Their facts are in no pool and not in `World.facts`; nothing evaluates them.
 """
 
 from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import permutations
 
@@ -32,6 +38,7 @@ from uft_miniature.grammar import (
     Fact,
     Question,
 )
+from uft_train.tokenizer import END_OF_TURN, ROLE_TOKENS
 
 _ONSETS = ("b", "br", "d", "dr", "f", "g", "gr", "k", "l", "m", "n", "p", "r", "s", "t", "tr", "v", "z")
 _VOWELS = ("a", "e", "i", "o", "u")
@@ -56,21 +63,33 @@ class WorldConfig:
     """Distinct arithmetic facts per pretraining document."""
     eval_share: float = 0.2
     """Share of each kind's askable facts held out as evaluation questions."""
+    selection_share: float = 0.1
+    """Share of each kind's askable facts held out as selection questions (model selection, not eval)."""
     rated_share: float = 0.25
     """Share of each kind's askable facts used as rated (HelpSteer2-like) prompts."""
     validation_share: float = 0.1
     """Share of the rated prompts set aside as the rated validation split."""
+    dialogue_entities: int = 240
+    """Distractor people (names disjoint from `entities`) whose facts appear only as chat transcripts
+    in the pretraining corpus: the base model learns the chat format on them, never on a world question."""
+    dialogue_conversations: int = 2
+    """Chat transcripts per distractor person, each asking 1-3 of its facts."""
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be in [0, 1] (got {value})" for name, value in (
             ("heldout_arithmetic", self.heldout_arithmetic), ("eval_share", self.eval_share),
-            ("rated_share", self.rated_share), ("validation_share", self.validation_share)) if not 0 <= value <= 1]
-        if self.eval_share + self.rated_share > 1:
-            problems.append(f"eval_share + rated_share must be at most 1 (got {self.eval_share + self.rated_share})")
+            ("selection_share", self.selection_share), ("rated_share", self.rated_share),
+            ("validation_share", self.validation_share)) if not 0 <= value <= 1]
+        held_out = self.eval_share + self.selection_share + self.rated_share
+        if held_out > 1:
+            problems.append(f"eval_share + selection_share + rated_share must be at most 1 (got {held_out})")
         if self.entities < 1 or self.max_operand < 2:
             problems.append(f"entities >= 1 and max_operand >= 2 (got {self.entities}, {self.max_operand})")
         if self.arithmetic_documents < 1 or self.arithmetic_per_document < 1:
             problems.append("arithmetic_documents and arithmetic_per_document must be at least 1")
+        if self.dialogue_entities < 0 or self.dialogue_conversations < 0:
+            problems.append(f"dialogue_entities and dialogue_conversations must be at least 0 "
+                            f"(got {self.dialogue_entities}, {self.dialogue_conversations})")
         if problems:
             raise ValueError("WorldConfig: " + "; ".join(problems))
 
@@ -91,7 +110,9 @@ class World:
     arithmetic_heldout: tuple[Fact, ...]
     """Arithmetic facts never stated anywhere but the held-out pretraining texts."""
     pools: dict[str, tuple[Question, ...]]
-    """Disjoint question pools: eval, instruction, rated, validation (each in a seeded order)."""
+    """Disjoint question pools: eval, selection, instruction, rated, validation (each in a seeded order)."""
+    dialogue_entities: tuple[Entity, ...]
+    """Distractor people, in the pretraining corpus's chat transcripts only (not in `facts`, no pool)."""
 
     @property
     def facts(self) -> tuple[Fact, ...]:
@@ -137,18 +158,26 @@ def _arithmetic(max_operand: int) -> list[Fact]:
 
 
 def _split_pools(facts: list[Fact], config: WorldConfig, rng: random.Random) -> dict[str, tuple[Question, ...]]:
-    """Per kind (so each pool has every kind in proportion): shuffle, then cut by the shares."""
-    pools: dict[str, list[Question]] = {"eval": [], "instruction": [], "rated": [], "validation": []}
+    """Per kind (so each pool has every kind in proportion): shuffle, then cut by the shares.
+
+    `eval` is cut first and shuffled first, so adding pools after it leaves the eval questions as
+    they were.
+    """
+    pools: dict[str, list[Question]] = {"eval": [], "selection": [], "instruction": [], "rated": [],
+                                        "validation": []}
     for kind in KINDS:
         questions = [Question.about(f) for f in facts if f.kind == kind]
         rng.shuffle(questions)
         n_eval = round(config.eval_share * len(questions))
+        n_selection = round(config.selection_share * len(questions))
         n_rated = round(config.rated_share * len(questions))
         n_validation = round(config.validation_share * n_rated)
         pools["eval"] += questions[:n_eval]
-        pools["validation"] += questions[n_eval:n_eval + n_validation]
-        pools["rated"] += questions[n_eval + n_validation:n_eval + n_rated]
-        pools["instruction"] += questions[n_eval + n_rated:]
+        pools["selection"] += questions[n_eval:n_eval + n_selection]
+        rest = questions[n_eval + n_selection:]
+        pools["validation"] += rest[:n_validation]
+        pools["rated"] += rest[n_validation:n_rated]
+        pools["instruction"] += rest[n_rated:]
     for questions in pools.values():
         rng.shuffle(questions)
     return {name: tuple(questions) for name, questions in pools.items()}
@@ -157,16 +186,19 @@ def _split_pools(facts: list[Fact], config: WorldConfig, rng: random.Random) -> 
 @functools.lru_cache(maxsize=8)
 def build_world(config: WorldConfig = WorldConfig()) -> World:
     """The world of `config` (cached: a World is immutable)."""
-    names = invent_names(config.entities, rng_for(config, "names"))
-    attribute_rng = rng_for(config, "attributes")
-    entities = tuple(_entity(name, attribute_rng) for name in names)
+    # One draw of names for both sets: the world's are its head, exactly as if drawn alone, and
+    # the distractors' are distinct from them.
+    names = invent_names(config.entities + config.dialogue_entities, rng_for(config, "names"))
+    attribute_rng, dialogue_rng = rng_for(config, "attributes"), rng_for(config, "dialogue-attributes")
+    entities = tuple(_entity(name, attribute_rng) for name in names[:config.entities])
+    distractors = tuple(_entity(name, dialogue_rng) for name in names[config.entities:])
     arithmetic = _arithmetic(config.max_operand)
     rng_for(config, "arithmetic").shuffle(arithmetic)
     n_heldout = round(config.heldout_arithmetic * len(arithmetic))
     heldout, known = arithmetic[:n_heldout], arithmetic[n_heldout:]
     askable = [f for e in entities for f in e.facts] + known
     pools = _split_pools(askable, config, rng_for(config, "pools"))
-    return World(config, entities, tuple(known), tuple(heldout), pools)
+    return World(config, entities, tuple(known), tuple(heldout), pools, distractors)
 
 
 def _worksheets(facts: list[Fact], size: int, rng: random.Random) -> list[str]:
@@ -185,8 +217,27 @@ def _worksheets(facts: list[Fact], size: int, rng: random.Random) -> list[str]:
     return documents
 
 
+def chat_document(turns: Sequence[tuple[str, str]]) -> str:
+    """(user, assistant) turns as the project's chat template renders them (`uft_train.tokenizer`):
+    `<|user|>question<|end|><|assistant|>answer<|end|>` per turn, ending in `<|end|>`."""
+    _, user, assistant = ROLE_TOKENS  # system, user, assistant
+    return "".join(f"{user}{prompt}{END_OF_TURN}{assistant}{answer}{END_OF_TURN}" for prompt, answer in turns)
+
+
+def dialogue_documents(world: World) -> list[str]:
+    """Per distractor person, `dialogue_conversations` chat transcripts asking 1-3 distinct facts of
+    it (echo questions, answers in the good form): the chat format, on people nobody evaluates."""
+    rng, documents = rng_for(world.config, "dialogues"), list[str]()
+    for entity in world.dialogue_entities:
+        for _ in range(world.config.dialogue_conversations):
+            questions = [Question.about(f) for f in rng.sample(entity.facts, rng.randint(1, 3))]
+            documents.append(chat_document([(q.prompt, q.good_response) for q in questions]))
+    return documents
+
+
 def pretraining_corpus(world: World) -> tuple[list[str], list[str]]:
-    """(train_texts, heldout_texts): documents of fact sentences, one sentence per line.
+    """(train_texts, heldout_texts): documents of fact sentences, one sentence per line, and chat
+    transcripts about the distractor people.
 
     One sentence per line puts every subject at the start of a line, which the byte-level BPE
     tokenizes as it does the start of a chat message ("Bramo", not " Bramo"): the base model
@@ -194,7 +245,8 @@ def pretraining_corpus(world: World) -> tuple[list[str], list[str]]:
 
     Train: per entity, four documents stating its four facts in the rotations of one seeded order
     (each fact opens one document); each arithmetic fact in `arithmetic_documents` worksheets of
-    `arithmetic_per_document` facts stated twice (see `_worksheets`). Documents in a seeded order.
+    `arithmetic_per_document` facts stated twice (see `_worksheets`); the `dialogue_documents`.
+    Documents in a seeded order.
 
     Held-out (new texts, for perplexity): per entity, one paragraph of its known facts in an order
     that is none of its four training rotations; and worksheets of the held-out arithmetic facts,
@@ -211,6 +263,7 @@ def pretraining_corpus(world: World) -> tuple[list[str], list[str]]:
     copies = [f for f in world.arithmetic for _ in range(config.arithmetic_documents)]
     rng.shuffle(copies)
     train += _worksheets(copies, config.arithmetic_per_document, rng)
+    train += dialogue_documents(world)
     rng.shuffle(train)
     heldout += _worksheets(list(world.arithmetic_heldout), config.arithmetic_per_document, rng)
     return train, heldout
