@@ -8,7 +8,7 @@ import math
 import pytest
 
 from uft_miniature.claims import Claim, interval, judge, verdict
-from uft_miniature.protocol import PAPER, Point, Stage, at_edge, grid, pick
+from uft_miniature.protocol import PAPER, Point, Stage, at_edge, extension, grid, pick
 
 
 def _stage(name: str) -> Stage:
@@ -37,6 +37,8 @@ def test_pick_takes_reward_then_accuracy_then_the_earlier_point() -> None:
                             c: {"reward": 0.1, "accuracy": 0.9}}) == a
     assert at_edge([a, b, c], c) and at_edge([a, b, c], a) and not at_edge([a, b, c], b)
     assert not at_edge([a], a)
+    assert extension([a, b, c], c) == Point(0.0027) and extension([a, b, c], a) == Point(3.33333e-05)
+    assert extension([a, b, c], b) is None
 
 
 def test_point_tags_and_overrides() -> None:

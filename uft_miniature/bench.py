@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from uft_miniature.methods import RECIPES, BenchSize, Job, ratio_name
-from uft_miniature.protocol import Point, Stage, at_edge, grid, pick
+from uft_miniature.protocol import Point, Stage, at_edge, extension, grid, pick
 
 Log = Callable[[str], None]
 SIZE_FILE = "bench_size.json"
@@ -164,19 +164,27 @@ def stage_job(size: BenchSize, stage: Stage, point: Point, seed: int, picks: dic
 
 
 def select(work: Path, base: Path, size: BenchSize, log: Log) -> tuple[dict[str, Point], dict]:
-    """Every stage's grid on the first seed, in order (a grid may centre on an earlier pick)."""
+    """Every stage's grid on the first seed, in order (a grid may centre on an earlier pick), grown
+    past an edge pick as protocol.extension says."""
     picks: dict[str, Point] = {}
     selection = {}
     for stage in size.protocol.stages:
-        points = grid(stage, picks)
-        scores = {}
-        for point in points:
-            job = stage_job(size, stage, point, size.seeds[0], picks)
-            train(work, base, job, size, log)
-            scores[point] = evaluate(work, base, job, size, "select", log)
-        picks[stage.name] = pick(points, scores)
+        points = list(grid(stage, picks))
+        scores: dict[Point, dict] = {}
+        fixed = len(points)
+        for grown in range(size.protocol.extend + 1):
+            for point in points[len(scores):]:
+                job = stage_job(size, stage, point, size.seeds[0], picks)
+                train(work, base, job, size, log)
+                scores[point] = evaluate(work, base, job, size, "select", log)
+            picks[stage.name] = pick(points, scores)
+            beyond = extension(points, picks[stage.name])
+            if beyond is None or grown == size.protocol.extend:
+                break
+            points.append(beyond)
         selection[stage.name] = {
             "source": stage.source, "pick": picks[stage.name].tag, "at_edge": at_edge(points, picks[stage.name]),
+            "grown": len(points) - fixed,
             "points": [{"tag": p.tag, "lr": p.lr, "beta": p.beta, **scores[p]} for p in points]}
         log(f"selected {stage.name}: {picks[stage.name].tag}")
     return picks, selection

@@ -11,6 +11,11 @@ Selection criterion, stated before running: the mean known reward of the greedy 
 selection questions (world pool `selection`, disjoint from the test questions), ties broken by
 accuracy, then by the earlier grid point. One seed for selection; the comparison uses every seed
 at the pick (its first seed is the selection run itself).
+
+A pick at the grid's smallest or largest learning rate says the best may lie beyond it: the grid
+then grows by one x3 step past that edge (at the pick's beta) and the pick is made again, at most
+`Protocol.extend` times (`extension`). This rule was added after the first default run, in which
+five of the eight picks sat at an edge; the grids' centres and points are as fixed before it.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class Protocol:
     """The sweep's instruction:rated ratios besides 1:1 (recipes uft_ratio_R.yaml), at `uft`'s pick."""
     controls: bool = True
     """The equal-steps controls: 13:1 stopped at 1:1's steps, and 1:1 run for 13:1's steps."""
+    extend: int = 2
+    """Points a grid may grow by past an edge pick (`extension`)."""
 
 
 def grid(stage: Stage, picks: Mapping[str, Point]) -> tuple[Point, ...]:
@@ -89,6 +96,14 @@ def at_edge(points: Sequence[Point], chosen: Point) -> bool:
     """True when the pick is the grid's smallest or largest learning rate (the best may lie beyond)."""
     lrs = sorted({p.lr for p in points})
     return len(lrs) > 1 and chosen.lr in (lrs[0], lrs[-1])
+
+
+def extension(points: Sequence[Point], chosen: Point) -> Point | None:
+    """The next point past the edge the pick sits at (its lr x3 or /3, its beta), or None if inside."""
+    if not at_edge(points, chosen):
+        return None
+    step = 3.0 if chosen.lr == max(p.lr for p in points) else 1 / 3
+    return Point(scaled(chosen.lr * step), chosen.beta)
 
 
 def _around(paper_lr: float, steps: tuple[float, ...]) -> tuple[float, ...]:
@@ -130,4 +145,5 @@ SMOKE = Protocol(
         Stage("dpo_nll", "dpo_nll.yaml", (5e-6,), (0.1,)),
     ),
     ratios=(13.0,),
+    extend=1,
 )

@@ -66,14 +66,15 @@ def markdown_table(table: Table, settings: dict) -> str:
 
 def selection_markdown(selection: dict) -> str:
     """Per stage, the selection reward (accuracy) of every grid point: learning rates as rows, betas
-    as columns; the pick in bold, flagged when it is at the grid's edge."""
+    as columns; the pick in bold; the points the grid grew by, and a pick still at its edge, noted."""
     parts = []
     for stage, s in selection.items():
         betas = sorted({p["beta"] for p in s["points"]}, key=lambda b: -1.0 if b is None else b)
         lrs = sorted({p["lr"] for p in s["points"]})
         cell = {(p["lr"], p["beta"]): p for p in s["points"]}
-        edge = " (at the grid's edge)" if s["at_edge"] else ""
-        lines = [f"**{stage}**: {s['source'] or 'grid'}; pick `{s['pick']}`{edge}", "",
+        grown = f"; grown by {s['grown']} past an edge" if s["grown"] else ""
+        edge = " (still at the grid's edge)" if s["at_edge"] else ""
+        lines = [f"**{stage}**: {s['source'] or 'grid'}{grown}; pick `{s['pick']}`{edge}", "",
                  "| lr | " + " | ".join("-" if b is None else f"beta {b:g}" for b in betas) + " |",
                  "|---:|" + "---:|" * len(betas)]
         for lr in lrs:
