@@ -123,3 +123,17 @@ def test_a_figure_uft_did_not_draw_is_refused_before_anything_is_written(tmp_pat
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("uft-miniature: error:") and "reward_vs_kl.png" in err
     assert sorted(p.name for p in docs.iterdir()) == ["reward_vs_kl.png"]
+
+
+def test_the_docs_quote_the_committed_results() -> None:
+    """docs/miniature.md quotes the final table and the claims of docs/miniature/results.md line for line,
+    and names every selected setting of docs/miniature/results.json, so the reading cannot drift from the run."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "miniature.md").read_text()
+    results = (docs / "miniature" / "results.md").read_text()
+    tables = results[results.index("## At the selected settings"):]
+    for line in tables.splitlines():
+        if line.startswith("| ") and not line.startswith("| claim") and not line.startswith("| method"):
+            assert line in text, line
+    for stage, chosen in json.loads((docs / "miniature" / "results.json").read_text())["selection"].items():
+        assert f"`{stage}` | `{chosen['pick']}`" in text, stage

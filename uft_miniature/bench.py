@@ -214,6 +214,14 @@ def compare(work: Path, base: Path, size: BenchSize, picks: dict[str, Point], lo
     return jobs
 
 
+def cache_summary(work: Path) -> str:
+    """The reference cache's hits and misses summed over every run of the folder (their data.json)."""
+    counts = [json.loads(p.read_text()).get("reference_cache") for p in sorted((work / "runs").glob("*/*/*/data.json"))]
+    cached = [c for c in counts if c]
+    return (f"reference cache: {sum(c['hits'] for c in cached)} hits, {sum(c['misses'] for c in cached)} misses "
+            f"over {len(cached)} runs with a precomputed reference ({len(counts)} runs in all)")
+
+
 def run_benchmark(work: Path, size: BenchSize, log: Log = print) -> dict:
     """Everything for `size` in `work`: {"selection", "settings", "runs": {method: {seed: metrics}}}."""
     work.mkdir(parents=True, exist_ok=True)
@@ -228,5 +236,6 @@ def run_benchmark(work: Path, size: BenchSize, log: Log = print) -> dict:
         runs[name] = {seed: evaluate(work, base, job, size, "test", log) for seed, job in by_seed.items()}
     settings = {name: {"lr": job.point.lr, "beta": job.point.beta, "steps": total_steps(work, job)}
                 for name, by_seed in jobs.items() for job in by_seed.values() if job.seed == size.seeds[0]}
+    log(cache_summary(work))
     log(f"benchmark: {time.perf_counter() - started:.0f} s")
     return {"selection": selection, "settings": settings, "runs": runs}

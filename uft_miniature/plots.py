@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib import colormaps
+from matplotlib.ticker import NullFormatter
 
 from uftdata.figures import new_figure, save_png
 
@@ -36,6 +37,7 @@ def selection_figure(selection: dict, path: Path) -> Path:
         chosen = next(p for p in points if p["tag"] == selection[stage]["pick"])
         ax.scatter([chosen["lr"]], [chosen["reward"]], s=160, facecolors="none", edgecolors="black", zorder=3)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a grid within one decade would label every minor tick
         ax.set_title(stage, fontsize=9)
         ax.set_xlabel("learning rate")
         ax.set_ylabel("selection reward")

@@ -15,7 +15,7 @@ at the pick (its first seed is the selection run itself).
 A pick at the grid's smallest or largest learning rate says the best may lie beyond it: the grid
 then grows by one x3 step past that edge (at the pick's beta) and the pick is made again, at most
 `Protocol.extend` times (`extension`). This rule was added after the first default run, in which
-five of the eight picks sat at an edge; the grids' centres and points are as fixed before it.
+four of the eight picks sat at an edge; the grids' centres and points are as fixed before it.
 """
 
 from __future__ import annotations
