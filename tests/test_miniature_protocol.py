@@ -67,3 +67,11 @@ def test_judge_pairs_the_same_seeds() -> None:
     assert judged["reward"]["half_width"] == pytest.approx(0.31765, abs=1e-5)
     assert judged["verdict"] == "cannot tell" and judged["accuracy"]["mean"] == pytest.approx(0.1)
     assert judge(Claim("c beats b", "c", "b"), runs) is None
+
+
+def test_seeds_that_agree_exactly_give_a_zero_width_interval_not_none() -> None:
+    """Identical per-seed differences: sd 0, half-width 0, and the claim holds (it was once read as no interval)."""
+    runs = {"a": {s: {"reward": 0.6, "accuracy": 0.5} for s in "012"},
+            "b": {s: {"reward": 0.5, "accuracy": 0.5} for s in "012"}}
+    judged = judge(Claim("a beats b", "a", "b"), runs)
+    assert judged is not None and judged["reward"]["half_width"] == 0.0 and judged["verdict"] == "holds"

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from uft_miniature.methods import RECIPES, BenchSize, Job, ratio_name
+from uft_miniature.methods import RECIPES, BenchSize, Job, control_names, ratio_name
 from uft_miniature.protocol import Point, Stage, at_edge, extension, grid, pick
 
 Log = Callable[[str], None]
@@ -204,11 +204,11 @@ def compare(work: Path, base: Path, size: BenchSize, picks: dict[str, Point], lo
             train(work, base, job, size, log)
     if size.protocol.controls and size.protocol.ratios:
         largest = max(size.protocol.ratios)
+        short, long = control_names(largest)
         for seed in size.seeds:
             one, many = jobs["uft"][seed], jobs[ratio_name(largest)][seed]
-            for job in (dataclasses.replace(many, name=f"{ratio_name(largest)}_at_1_1_steps",
-                                            max_steps=total_steps(work, one)),
-                        dataclasses.replace(one, name=f"uft_at_{largest:g}_1_steps", max_steps=total_steps(work, many))):
+            for job in (dataclasses.replace(many, name=short, max_steps=total_steps(work, one)),
+                        dataclasses.replace(one, name=long, max_steps=total_steps(work, many))):
                 jobs.setdefault(job.name, {})[seed] = job
                 train(work, base, job, size, log)
     return jobs

@@ -15,6 +15,8 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from uft_miniature.methods import control_names, ratio_name
+
 METRIC = "reward"
 # t(0.975, df) for df = 1..10 (two-sided 95%).
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
@@ -31,6 +33,7 @@ class Claim:
 def claims(largest_ratio: float) -> tuple[Claim, ...]:
     """The paper's three experiments as claims; the sweep's controls name its largest ratio."""
     r = f"{largest_ratio:g}"
+    short, long = control_names(largest_ratio)
     return (
         Claim("UFT on instruction data beats SFT", "uft_instruction_only", "sft"),
         Claim("UFT on the 1:1 mixture beats SFT -> DPO", "uft", "sft_then_dpo"),
@@ -44,9 +47,9 @@ def claims(largest_ratio: float) -> tuple[Claim, ...]:
         Claim("Adding rated data to UFT helps (1:1 mixture against instruction data only)",
               "uft", "uft_instruction_only"),
         Claim(f"More instruction data per rated row helps at equal steps ({r}:1 against 1:1, 1:1's steps)",
-              f"uft_ratio_{r}_at_1_1_steps", "uft"),
+              short, "uft"),
         Claim(f"More instruction data per rated row helps at equal steps ({r}:1 against 1:1, {r}:1's steps)",
-              f"uft_ratio_{r}", f"uft_at_{r}_1_steps"),
+              ratio_name(largest_ratio), long),
     )
 
 
@@ -79,7 +82,8 @@ def judge(claim: Claim, runs: Mapping[str, Mapping[str, Mapping[str, float]]]) -
         mean, half = interval(diffs)
         result[metric] = {"per_seed": [round(d, 6) for d in diffs], "mean": round(mean, 6),
                           "half_width": None if math.isinf(half) else round(half, 6)}
-    result["verdict"] = verdict(result[METRIC]["mean"], result[METRIC]["half_width"] or math.inf)
+        if metric == METRIC:
+            result["verdict"] = verdict(mean, half)
     return result
 
 

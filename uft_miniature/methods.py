@@ -56,3 +56,9 @@ class BenchSize:
 def ratio_name(ratio: float) -> str:
     return f"uft_ratio_{ratio:g}"
 
+
+def control_names(ratio: float) -> tuple[str, str]:
+    """The equal-steps controls of the sweep's `ratio`: that mixture stopped at the 1:1 mixture's step
+    count, and the 1:1 mixture trained for that mixture's."""
+    return f"{ratio_name(ratio)}_at_1_1_steps", f"uft_at_{ratio:g}_1_steps"
+

@@ -8,6 +8,7 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.ticker import NullFormatter
 
+from uft_miniature.methods import control_names, ratio_name
 from uftdata.figures import new_figure, save_png
 
 FIGURES = ("selection.png", "ratio_sweep.png", "reward_vs_kl.png")
@@ -52,11 +53,11 @@ def selection_figure(selection: dict, path: Path) -> Path:
 def ratio_sweep_figure(table: dict, ratios: list[float], path: Path) -> Path:
     """UFT's metrics against the instruction:rated ratio (log x), the equal-steps controls as open
     markers, SFT and the base as reference lines."""
-    swept = sorted([(1.0, "uft")] + [(r, f"uft_ratio_{r:g}") for r in ratios])
+    swept = sorted([(1.0, "uft")] + [(r, ratio_name(r)) for r in ratios])
     swept = [(r, m) for r, m in swept if m in table]
     largest = max(ratios) if ratios else None
-    controls = [] if largest is None else [(largest, f"uft_ratio_{largest:g}_at_1_1_steps", "at 1:1's steps"),
-                                           (1.0, f"uft_at_{largest:g}_1_steps", f"at {largest:g}:1's steps")]
+    controls = [] if largest is None else [(largest, control_names(largest)[0], "at 1:1's steps"),
+                                           (1.0, control_names(largest)[1], f"at {largest:g}:1's steps")]
     figure = new_figure(13, 3.8)
     for ax, metric in zip(figure.subplots(1, 3), ("accuracy", "reward", "fact_recall")):
         xs = [r for r, _ in swept]

@@ -88,8 +88,8 @@ def selection_markdown(selection: dict) -> str:
     return "\n\n".join(parts)
 
 
-def judged_claims(results: dict, ratios: list[float]) -> list[dict]:
-    judged = [judge(c, results["runs"]) for c in claims(max(ratios) if ratios else 13.0)]
+def judged_claims(runs: dict, ratios: list[float]) -> list[dict]:
+    judged = [judge(c, runs) for c in claims(max(ratios) if ratios else 13.0)]
     return [j for j in judged if j is not None]
 
 
@@ -103,7 +103,7 @@ def write_results(results: dict, out: Path, header: str, ratios: list[float]) ->
         check_output(out / figure, owned=drawn_by_uft, fix="Move it away, or draw into another folder.")
     runs = {m: {str(s): r for s, r in by.items()} for m, by in results["runs"].items()}
     table = aggregate(runs)
-    judged = judged_claims({"runs": runs}, ratios)
+    judged = judged_claims(runs, ratios)
     document = {"selection": results["selection"], "settings": results["settings"], "runs": runs,
                 "table": {m: {k: {"mean": v[0], "sd": v[1], "n": v[2]} for k, v in t.items()} for m, t in table.items()},
                 "claims": judged}
