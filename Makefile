@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint types bench
+.PHONY: install demo test lint types bench llamafactory-check
 
 # What ruff checks; mypy's files are in pyproject.toml ([tool.mypy]).
 LINTED := uftdata uft_train uft_miniature tests bench
@@ -31,3 +31,8 @@ lint: install
 
 types: install
 	$(VENV)/bin/mypy
+
+# LLaMA-Factory 0.9.5's own data loading on the demo export (scripts/llamafactory_check.sh). Builds
+# .venv-lf once (torch 2.9.1 from PyPI, about 8 GB, minutes); not part of `make test` or CI.
+llamafactory-check: install
+	VENV=$(VENV) bash scripts/llamafactory_check.sh

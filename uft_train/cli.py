@@ -24,7 +24,8 @@ from uftdata.mixspec import parse_take
 
 USAGE = ("uft-train RECIPE.yaml [KEY.PATH=VALUE ...] [--dry-run [--allow-missing-data] | --check-data]\n"
          "       uft-train export RUN_DIR -o OUT [--overwrite]\n"
-         "       uft-train report RUN_DIR [-o DIR]")
+         "       uft-train report RUN_DIR [-o DIR]\n"
+         "       uft-train eval RUN_OR_MODEL [--suite leaderboard-v2|leaderboard-v1|local|TASK,...] [-o OUT]")
 
 
 def mix_command(recipe_path: Path, overrides: Sequence[str], *, rebuild: bool = False) -> str:
@@ -178,7 +179,13 @@ def report(argv: Sequence[str]) -> int:
     return 0
 
 
-SUBCOMMANDS = {"export": export, "report": report}
+def evaluate(argv: Sequence[str]) -> int:
+    from uft_train.evalcli import eval_command
+
+    return eval_command(argv)
+
+
+SUBCOMMANDS = {"export": export, "report": report, "eval": evaluate}
 
 
 def parser() -> argparse.ArgumentParser:

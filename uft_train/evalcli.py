@@ -1,0 +1,73 @@
+"""`uft-train eval`'s options (the work is in uft_train/evaluate.py)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from uft_train.suites import SUITES
+
+DESCRIPTION = """\
+Evaluate a run or a model with lm-evaluation-harness and write eval.json, results.md (the table in the
+UFT paper's layout), lm_eval.json and every sample to OUT (default RUN/eval/SUITE).
+
+RUN_OR_MODEL: a run folder (its base model, its adapter unmerged, its tokenizer and chat template), a
+model folder (`uft-train export` output or any transformers checkpoint; safetensors only) or a Hub id.
+
+suites:
+  leaderboard-v2  bbh, gpqa, mmlu-pro, musr, ifeval, math-hard at the Open LLM Leaderboard v2's n-shot,
+                  with its normalised scores (the paper's Table 1); chat template applied
+  leaderboard-v1  gsm8k, truthfulqa mc2, winogrande, arc, hellaswag, mmlu at the v1 leaderboard's n-shot
+                  (the paper's Table 2); no chat template, as v1 ran
+  local           the repository's two small tasks: offline, a check of the pipeline
+  TASK,TASK,...   any lm-eval task names (with --include, your own task YAMLs)
+
+Task datasets are downloaded by lm-eval where the Hub is reachable. Offline (or with HF_HUB_OFFLINE=1),
+a suite whose datasets are not in the Hugging Face cache stops before loading the model and names
+each missing dataset and package. MT-Bench and AlpacaEval need a judge model: see the README's
+"Evaluate" section for running them on an export."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="uft-train eval", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="RUN_OR_MODEL")
+    p.add_argument("--suite", default="local", metavar="SUITE",
+                   help=f"{' | '.join(SUITES)} | comma-separated lm-eval tasks (default: local)")
+    p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default RUN/eval/SUITE)")
+    p.add_argument("--num-fewshot", type=int, default=None,
+                   help="shots for a task list (default: each task's own); named suites fix their own")
+    p.add_argument("--limit", type=float, default=None,
+                   help="examples per task (a fraction if < 1): for trying the setup; not the suite's scores")
+    p.add_argument("--batch-size", type=int, default=8, help="requests per forward pass (default 8)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="model folders and Hub ids (default: the checkpoint's); a run uses its recipe's")
+    template = p.add_mutually_exclusive_group()
+    template.add_argument("--chat-template", dest="chat_template", action="store_true", default=None,
+                          help="apply the tokenizer's chat template (few-shot examples as turns)")
+    template.add_argument("--no-chat-template", dest="chat_template", action="store_false",
+                          help="plain text prompts (default for leaderboard-v1)")
+    p.add_argument("--adapter", type=Path, default=None,
+                   help="a LoRA adapter folder to apply, unmerged, over a model folder or Hub id (lm-eval's peft=)")
+    p.add_argument("--include", type=Path, default=None, help="a folder of your own lm-eval task YAMLs")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let transformers run a model repository's own code (off by default)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier uft-train eval")
+    return p
+
+
+def eval_command(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    from uft_train.evaluate import EvalOptions, evaluate, report
+
+    if args.num_fewshot is not None and args.suite in SUITES:
+        parser().error(f"--num-fewshot applies to a task list; {args.suite} fixes its own")
+    options = EvalOptions(suite=args.suite, out=args.out, shots=args.num_fewshot, limit=args.limit,
+                          batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                          chat_template=args.chat_template, adapter=args.adapter, include=args.include,
+                          trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
+    out, summary = evaluate(args.target, options)
+    print(report(out, summary))
+    return 0
