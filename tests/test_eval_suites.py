@@ -3,6 +3,7 @@ paper's table, and what a suite needs offline; hand-computed values, no model.""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,14 @@ from uft_train.suites import (
     table,
 )
 
-lm_eval_tasks = pytest.importorskip("lm_eval.tasks", reason="lm-eval is not installed (pip install -e '.[test]')")
+pytest.importorskip("lm_eval.tasks", reason="lm-eval is not installed (pip install -e '.[test]')")
 
 
 @pytest.fixture(scope="module")
 def index() -> dict:
-    return lm_eval_tasks.TaskManager().task_index
+    from uft_train.evaluate import task_manager
+
+    return task_manager(None, defaults=True).task_index  # lm-eval's own, shared with the other eval tests
 
 
 def test_normalise_maps_the_random_baseline_to_0_and_clips_below_it() -> None:
@@ -132,3 +135,14 @@ def test_unknown_tasks_are_named(index: dict) -> None:
         check_needs(suite_for("arc_easy,no_such_task"), index, offline=False)
     assert info.value.line() == ("tasks: no_such_task: no such lm-eval task, group or tag "
                                  "(lm-eval --tasks list shows them)")
+
+
+def test_missing_nltk_data_is_named_offline_only(index: dict) -> None:
+    pytest.importorskip("nltk", reason="nltk is not installed")
+    suite = dataclasses.replace(suite_for("arc_easy"), nltk_data=(("arc_easy", "tokenizers/uft_no_such_data", "uft_x"),))
+    with pytest.raises(NeedsError) as info:
+        check_needs(suite, index, offline=True)
+    assert info.value.line().splitlines()[0] == (
+        "tasks: arc_easy needs NLTK's uft_x data, not installed and not downloadable offline: "
+        "python -m nltk.downloader uft_x")
+    check_needs(suite, index, offline=False)  # online, lm-eval downloads it itself

@@ -77,6 +77,22 @@ def missing_packages(suite: Suite) -> list[str]:
             for module, requirement, task in suite.packages if importlib.util.find_spec(module) is None]
 
 
+def missing_nltk_data(suite: Suite) -> list[str]:
+    """Offline: one line per NLTK resource a task loads that is not installed (lm-eval downloads it online)."""
+    if importlib.util.find_spec("nltk") is None:
+        return []  # missing_packages names nltk itself
+    import nltk
+
+    lines = []
+    for task, resource, package in suite.nltk_data:
+        try:
+            nltk.data.find(resource)
+        except LookupError:
+            lines.append(f"{task} needs NLTK's {package} data, not installed and not downloadable offline: "
+                         f"python -m nltk.downloader {package}")
+    return lines
+
+
 def hub_offline(timeout: float = 3.0) -> bool:
     """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or the Hub endpoint's host cannot be reached."""
     if any(os.environ.get(v, "").lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
@@ -119,8 +135,8 @@ def check_needs(suite: Suite, index: Mapping[str, Any], *, offline: bool | None 
                 for name in unknown_tasks(suite.tasks, index)]
     problems += missing_packages(suite)
     datasets = task_datasets(suite.tasks, index)
-    if datasets and (hub_offline() if offline is None else offline):
-        problems += offline_problems(datasets)
+    if hub_offline() if offline is None else offline:
+        problems += missing_nltk_data(suite) + offline_problems(datasets)
     if problems:
         raise NeedsError([f"{suite.name}: {p}" for p in problems])
     return datasets

@@ -17,6 +17,7 @@ The same model, suite, settings and library versions give the same bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -93,7 +94,7 @@ def default_out(target: Target, suite: Suite, out: Path | None) -> Path:
 def evaluate(spec: str, options: EvalOptions) -> tuple[Path, dict]:
     """Evaluate `spec` on `options.suite`; returns the output folder and eval.json's dict."""
     try:
-        from lm_eval.tasks import TaskManager  # seconds to import
+        import lm_eval  # noqa: F401 (seconds to import)
     except ModuleNotFoundError as error:
         raise TrainError("uft-train eval", f"needs lm-evaluation-harness ({error.name} is not installed)",
                          fix='pip install "lm-eval[ifeval,math]==0.4.13" (or the repository\'s extra: pip install -e ".[eval]")') from error
@@ -108,9 +109,7 @@ def evaluate(spec: str, options: EvalOptions) -> tuple[Path, dict]:
         inputs = [Path(target.path) / p for p in ("adapter", "tokenizer", "recipe.yaml")]
     inputs += [options.adapter] if options.adapter is not None else []
     check_output(out, overwrite=options.overwrite, owned=is_eval, inputs=inputs, fix=EVAL_FIX)  # before the model
-    # lm-eval's own task index takes seconds to build; the local suite's tasks are inline configs.
-    manager = TaskManager(include_path=str(options.include) if options.include else None,
-                          include_defaults=not suite.local)
+    manager = task_manager(str(options.include) if options.include else None, defaults=not suite.local)
     datasets = {} if suite.local else check_needs(suite, manager.task_index)
     started = time.monotonic()
     lm, tokenizer = load_lm(target, options)
@@ -122,6 +121,15 @@ def evaluate(spec: str, options: EvalOptions) -> tuple[Path, dict]:
         write_outputs(tmp, suite, target, summary, scores, raw, samples)
     summary["seconds"] = round(time.monotonic() - started, 1)  # printed, not written: not reproducible
     return out, summary
+
+
+@functools.lru_cache(maxsize=4)
+def task_manager(include: str | None, *, defaults: bool) -> TaskManager:
+    """lm-eval's task index (seconds to build: kept for the process). The local suite's tasks are inline
+    configs and need none of lm-eval's own."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include, include_defaults=defaults)
 
 
 def is_eval(folder: Path) -> bool:
@@ -184,20 +192,19 @@ def run_suite(lm: LM, suite: Suite, manager: TaskManager, options: EvalOptions, 
     local = local_tasks() if suite.local else {}
     for column in suite.columns:
         specs.setdefault(column.shots, []).append(local.get(column.task, column.task))
-    results: dict[str, dict] = {}
     samples: dict[str, list] = {}
-    raw: dict[str, Any] = {"configs": {}, "n-shot": {}, "versions": {}, "n-samples": {}, "higher_is_better": {}}
+    raw: dict[str, Any] = {key: {} for key in ("results", "groups", "group_subtasks", "configs", "n-shot",
+                                                "versions", "n-samples", "higher_is_better")}
     for shots, tasks in specs.items():
         out = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=shots, task_manager=manager,
                                       apply_chat_template=chat, fewshot_as_multiturn=chat, limit=options.limit,
                                       log_samples=True)
         if out is None:  # only on ranks other than 0 of a distributed run, which we never start
             raise TrainError("lm-eval", "returned no results")
-        results.update(out["results"])
         samples.update(out["samples"])
         for key in raw:
             raw[key].update(out.get(key) or {})
-    return results, samples, raw
+    return raw["results"], samples, raw
 
 
 def eval_summary(suite: Suite, target: Target, options: EvalOptions, scores: list[Score], chat: bool,
@@ -216,7 +223,8 @@ def eval_summary(suite: Suite, target: Target, options: EvalOptions, scores: lis
         "chat_template": {"applied": chat,
                           "sha256": hashlib.sha256(template.encode()).hexdigest() if template else None},
         "limit": options.limit, "batch_size": options.batch_size, "n-shot": raw["n-shot"],
-        "columns": [dataclasses.asdict(s) for s in scores],
+        "columns": [{**dataclasses.asdict(s), "shots": c.shots if c.shots is not None else raw["n-shot"].get(c.task)}
+                    for s, c in zip(scores, suite.columns)],
         "average": {"raw": average([s.raw for s in scores]),
                     "normalised": average(normalised) if suite.normalised else None},
         "datasets": datasets,
@@ -249,7 +257,7 @@ def write_outputs(folder: Path, suite: Suite, target: Target, summary: dict, sco
 
 def results_markdown(suite: Suite, target: Target, summary: dict, scores: list[Score]) -> str:
     chat = "applied" if summary["chat_template"]["applied"] else "not applied"
-    shots = ", ".join(f"{s.label} {summary['n-shot'].get(s.task, '?')}" for s in scores)
+    shots = ", ".join(f"{c['label']} {c['shots']}" for c in summary["columns"])
     metrics = ", ".join(f"{s.label} {' + '.join(s.metrics)}" for s in scores)
     lines = [f"# {suite.title}", "", table(suite, target.name, scores), "",
              f"lm-eval {summary['versions']['lm_eval']}; chat template {chat}; n-shot: {shots}; metrics: {metrics}."]

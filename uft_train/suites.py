@@ -52,6 +52,8 @@ class Suite:
     chat_template: bool = True  # applied by default when the tokenizer has one
     # Python packages some tasks import: (import name, pip requirement, task).
     packages: tuple[tuple[str, str, str], ...] = ()
+    # NLTK data some tasks load, downloaded by lm-eval when online: (task, resource path, package id).
+    nltk_data: tuple[tuple[str, str, str], ...] = ()
     local: bool = False  # the repository's own tasks (uft_train/localtasks.py)
 
     @property
@@ -89,6 +91,7 @@ LEADERBOARD_V2 = Suite(
               ("nltk", "nltk>=3.9.1", "leaderboard_ifeval"), ("sympy", "sympy>=1.12", "leaderboard_math_hard"),
               ("antlr4", "antlr4-python3-runtime==4.11", "leaderboard_math_hard"),
               ("math_verify", "math-verify[antlr4_11_0]", "leaderboard_math_hard")),
+    nltk_data=(("leaderboard_ifeval", "tokenizers/punkt_tab", "punkt_tab"),),
 )
 LEADERBOARD_V1 = Suite(
     name="leaderboard-v1", title="Open LLM Leaderboard v1 (UFT paper, Table 2)", chat_template=False,
