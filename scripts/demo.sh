@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole path on the bundled data/: unfold, score, feedback, mix, inspect (with figures), a
 # publish dry run (card preview), exports for TRL and LLaMA-Factory, then a short UFT training run
-# of a tiny model built from config (recipes/tiny.yaml) and its report with figures.
+# of a tiny model built from config (recipes/tiny.yaml), its report with figures, and its evaluation
+# by lm-evaluation-harness on the repository's two local tasks (uft-train eval --suite local).
 # Outputs go to out/demo/ (ignored by git); run from the repository root. Nothing is downloaded.
 set -euo pipefail
 out=out/demo
@@ -20,3 +21,4 @@ uftdata export "$out/mix_demo" --to llamafactory -o "$out/export_llamafactory" -
 python -c "import datasets; print(datasets.load_dataset('$out/mix_demo'))"
 uft-train recipes/tiny.yaml output.overwrite=true
 uft-train report "$out/run"
+uft-train eval "$out/run" --suite local --overwrite
