@@ -133,6 +133,13 @@ def test_uft_train_eval_runs_the_local_suite_and_writes_the_same_bytes_twice(
     assert [c["raw"] for c in summary["columns"]] == pytest.approx(
         [results["uft_local_mc"]["acc_norm,none"] * 100, results["uft_local_gen"]["exact_match,none"] * 100])
     assert summary["chat_template"]["applied"] is True and summary["model"]["kind"] == "run"
+    # The export as a model folder (HFLM loads it: safetensors only) scores the same and names its run.
+    with pytest.raises(SystemExit) as info:
+        cli.main(["eval", str(trained["export"]), "--suite", "local", "-o", str(tmp_path / "c"), "--device", "cpu"])
+    assert info.value.code == 0
+    exported_summary = json.loads((tmp_path / "c" / "eval.json").read_text())
+    assert [c["raw"] for c in exported_summary["columns"]] == pytest.approx([c["raw"] for c in summary["columns"]])
+    assert exported_summary["model"]["export"]["run_dir"] == str(trained["run"])
 
 
 def test_uft_train_eval_errors_are_one_line(trained: dict[str, Path], tmp_path: Path,
