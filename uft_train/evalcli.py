@@ -29,6 +29,15 @@ each missing dataset and package. MT-Bench and AlpacaEval need a judge model: se
 "Evaluate" section for running them on an export."""
 
 
+def batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uft-train eval", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +49,8 @@ def parser() -> argparse.ArgumentParser:
                    help="shots for a task list (default: each task's own); named suites fix their own")
     p.add_argument("--limit", type=float, default=None,
                    help="examples per task (a fraction if < 1): for trying the setup; not the suite's scores")
-    p.add_argument("--batch-size", type=int, default=8, help="requests per forward pass (default 8)")
+    p.add_argument("--batch-size", type=batch_size, default=8,
+                   help="requests per forward pass, or auto (lm-eval finds the largest that fits; default 8)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="model folders and Hub ids (default: the checkpoint's); a run uses its recipe's")

@@ -52,7 +52,7 @@ class EvalOptions:
     out: Path | None = None
     shots: int | None = None  # custom task lists only; a named suite fixes its own
     limit: float | None = None  # examples per task (testing only: the scores are then not the suite's)
-    batch_size: int = 8
+    batch_size: int | str = 8  # or "auto"
     device: str | None = None  # None: cuda when available, else cpu
     dtype: str | None = None  # model folders and Hub ids; None: the checkpoint's own ("auto")
     chat_template: bool | None = None  # None: the suite's default, when the tokenizer has a template
