@@ -60,7 +60,7 @@ def test_the_table_has_the_papers_columns_and_a_normalised_row_first() -> None:
     results = {c.task: {m: 0.5 for m in c.metrics} for c in LEADERBOARD_V2.columns}
     results |= {name: {"acc_norm,none": 0.5} for c in LEADERBOARD_V2.columns for name, _ in c.subtasks}
     scores = [column_score(c, results, normalised=True) for c in LEADERBOARD_V2.columns]
-    lines = table(LEADERBOARD_V2, "m", scores).splitlines()
+    lines = table(LEADERBOARD_V2, [("m", scores)]).splitlines()
     assert lines[0] == "| model | bbh | gpqa | mmlu-pro | musr | ifeval | math-hard | average |"
     gpqa, mmlu_pro = (0.5 - 0.25) / 0.75 * 100, (0.5 - 0.1) / 0.9 * 100
     bbh = sum(normalise(0.5, k) for k in BBH_CHOICES.values()) / len(BBH_CHOICES)

@@ -25,7 +25,8 @@ from uftdata.mixspec import parse_take
 USAGE = ("uft-train RECIPE.yaml [KEY.PATH=VALUE ...] [--dry-run [--allow-missing-data] | --check-data]\n"
          "       uft-train export RUN_DIR -o OUT [--overwrite]\n"
          "       uft-train report RUN_DIR [-o DIR]\n"
-         "       uft-train eval RUN_OR_MODEL [--suite leaderboard-v2|leaderboard-v1|local|TASK,...] [-o OUT]")
+         "       uft-train eval RUN_OR_MODEL [--suite leaderboard-v2|leaderboard-v1|local|TASK,...] [-o OUT]\n"
+         "       uft-train eval-table --suite SUITE RUN_OR_EVAL [RUN_OR_EVAL ...] [-o TABLE.md]")
 
 
 def mix_command(recipe_path: Path, overrides: Sequence[str], *, rebuild: bool = False) -> str:
@@ -185,7 +186,13 @@ def evaluate(argv: Sequence[str]) -> int:
     return eval_command(argv)
 
 
-SUBCOMMANDS = {"export": export, "report": report, "eval": evaluate}
+def eval_table(argv: Sequence[str]) -> int:
+    from uft_train.evalcli import table_command
+
+    return table_command(argv)
+
+
+SUBCOMMANDS = {"export": export, "report": report, "eval": evaluate, "eval-table": eval_table}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -81,3 +81,26 @@ def eval_command(argv: Sequence[str]) -> int:
     out, summary = evaluate(args.target, options)
     print(report(out, summary))
     return 0
+
+
+def table_command(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="uft-train eval-table",
+        description="Finished `uft-train eval` results of several runs or models side by side, a row each, in "
+                    "the UFT paper's layout (e.g. SFT, DPO, UFT on leaderboard-v2). Evaluates nothing.")
+    p.add_argument("paths", type=Path, nargs="+", metavar="RUN_OR_EVAL",
+                   help="a run folder (reads RUN/eval/SUITE/eval.json) or an evaluation folder (-o of uft-train eval)")
+    p.add_argument("--suite", required=True, metavar="SUITE", help="the suite all of them were evaluated on")
+    p.add_argument("-o", "--out", type=Path, default=None, help="also write the table to this markdown file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
+    args = p.parse_args(argv)
+    from uft_train.evaltable import comparison
+    from uftdata.atomic import atomic_path
+
+    text = comparison(args.paths, args.suite)
+    print(text, end="")
+    if args.out is not None:
+        with atomic_path(args.out, overwrite=args.overwrite, inputs=args.paths) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        print(f"uft-train eval-table: wrote {args.out}")
+    return 0

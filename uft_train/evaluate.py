@@ -259,7 +259,7 @@ def results_markdown(suite: Suite, target: Target, summary: dict, scores: list[S
     chat = "applied" if summary["chat_template"]["applied"] else "not applied"
     shots = ", ".join(f"{c['label']} {c['shots']}" for c in summary["columns"])
     metrics = ", ".join(f"{s.label} {' + '.join(s.metrics)}" for s in scores)
-    lines = [f"# {suite.title}", "", table(suite, target.name, scores), "",
+    lines = [f"# {suite.title}", "", table(suite, [(target.name, scores)]), "",
              f"lm-eval {summary['versions']['lm_eval']}; chat template {chat}; n-shot: {shots}; metrics: {metrics}."]
     if suite.normalised:
         lines.append("Normalised as the Open LLM Leaderboard v2 does: (score - 1/choices) / (1 - 1/choices) x 100, "

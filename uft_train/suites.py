@@ -174,15 +174,17 @@ def _mean(task_results: Mapping[str, object], metrics: Sequence[str]) -> float:
     return fmean(values)
 
 
-def table(suite: Suite, model: str, scores: Sequence[Score]) -> str:
-    """The suite's scores as one markdown table in the paper's layout: a column per benchmark and the
-    average; the normalised row first where the suite normalises, then the raw one."""
-    head = "| model | " + " | ".join(s.label for s in scores) + " | average |"
-    rule = "|---|" + "---:|" * (len(scores) + 1)
+def table(suite: Suite, models: Sequence[tuple[str, Sequence[Score]]]) -> str:
+    """Models' scores as one markdown table in the paper's layout: a column per benchmark and the
+    average, a row per model; where the suite normalises, every model's normalised row first, then
+    the raw rows."""
+    labels = [s.label for s in models[0][1]]
+    head = "| model | " + " | ".join(labels) + " | average |"
+    rule = "|---|" + "---:|" * (len(labels) + 1)
     rows = []
     if suite.normalised:
-        rows.append(_row(f"{model} (normalised)", [s.normalised or 0.0 for s in scores]))
-    rows.append(_row(f"{model}{' (raw)' if suite.normalised else ''}", [s.raw for s in scores]))
+        rows += [_row(f"{name} (normalised)", [s.normalised or 0.0 for s in scores]) for name, scores in models]
+    rows += [_row(f"{name}{' (raw)' if suite.normalised else ''}", [s.raw for s in scores]) for name, scores in models]
     return "\n".join([head, rule, *rows])
 
 
