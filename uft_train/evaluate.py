@@ -32,6 +32,7 @@ from uft_train.export import is_export
 from uft_train.suites import Score, Suite, average, column_score, suite_for, table
 from uftdata import __version__
 from uftdata.atomic import atomic_path, check_output
+from uftdata.mixout import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -234,9 +235,11 @@ def eval_summary(suite: Suite, target: Target, options: EvalOptions, scores: lis
 
 
 def _export_marker(target: Target) -> dict:
-    """A `uft-train export`'s run and adapter hash, when the model is one."""
+    """What ties the scores to weights: a run's adapter hash; a `uft-train export`'s run and adapter hash."""
     path = Path(target.path)
-    if target.kind != "model" or not is_export(path):
+    if target.kind == "run":
+        return {"adapter_sha256": sha256_file(path / "adapter" / "adapter_model.safetensors")}
+    if not is_export(path):
         return {}
     return {"export": json.loads((path / "uft_export.json").read_text(encoding="utf-8"))}
 
