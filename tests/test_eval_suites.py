@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from uft_train.evalneeds import NeedsError, check_needs, task_datasets
+from uft_train.evalneeds import NeedsError, check_needs, leaf_tasks, task_datasets
 from uft_train.suites import (
     BBH_CHOICES,
     LEADERBOARD_V1,
@@ -95,11 +95,8 @@ def test_bbh_choices_are_lm_evals_own(index: dict) -> None:
 
 def test_v2_shots_are_the_task_configs_own(index: dict) -> None:
     for column in LEADERBOARD_V2.columns:
-        leaves = [name for name, _ in column.subtasks] or list(
-            index[column.task].cfg.get("task", [column.task]) if index[column.task].kind.name == "GROUP"
-            else [column.task])
-        for leaf in leaves:
-            assert index[leaf].cfg.get("num_fewshot", 0) == column.shots, leaf
+        for leaf, cfg in leaf_tasks([column.task], index):
+            assert cfg.get("num_fewshot", 0) == column.shots, leaf
 
 
 def test_the_datasets_each_leaderboard_reads(index: dict) -> None:

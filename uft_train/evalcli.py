@@ -69,11 +69,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def eval_command(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     from uft_train.evaluate import EvalOptions, evaluate, report
 
     if args.num_fewshot is not None and args.suite in SUITES:
-        parser().error(f"--num-fewshot applies to a task list; {args.suite} fixes its own")
+        p.error(f"--num-fewshot applies to a task list; {args.suite} fixes its own")
     options = EvalOptions(suite=args.suite, out=args.out, shots=args.num_fewshot, limit=args.limit,
                           batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                           chat_template=args.chat_template, adapter=args.adapter, include=args.include,

@@ -44,14 +44,14 @@ def unknown_tasks(names: Iterable[str], index: Mapping[str, Any]) -> list[str]:
 def task_datasets(names: Iterable[str], index: Mapping[str, Any]) -> dict[str, list[str]]:
     """Hub dataset repository -> the leaf tasks of `names` that read it (any of its configs)."""
     found: dict[str, list[str]] = {}
-    for leaf, cfg in _leaves(names, index):
+    for leaf, cfg in leaf_tasks(names, index):
         path = cfg.get("dataset_path")
         if isinstance(path, str) and path not in LOCAL_BUILDERS and not Path(path).exists():
             found.setdefault(path, []).append(leaf)
     return dict(sorted(found.items()))
 
 
-def _leaves(names: Iterable[str], index: Mapping[str, Any]) -> Iterable[tuple[str, dict]]:
+def leaf_tasks(names: Iterable[str], index: Mapping[str, Any]) -> Iterable[tuple[str, dict]]:
     """(task name, its config) for every leaf task under `names` (groups and tags expanded)."""
     seen: set[str] = set()
     stack = list(names)[::-1]

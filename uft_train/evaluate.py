@@ -220,7 +220,7 @@ def eval_summary(suite: Suite, target: Target, options: EvalOptions, scores: lis
     return {
         "uft_eval_version": 1, "suite": suite.name, "title": suite.title, "tasks": suite.tasks,
         "model": {"kind": target.kind, "name": target.name, "path": target.path,
-                  "adapter": str(options.adapter) if options.adapter else None, **_export_marker(target)},
+                  "adapter": str(options.adapter) if options.adapter else None, **_weights(target)},
         "chat_template": {"applied": chat,
                           "sha256": hashlib.sha256(template.encode()).hexdigest() if template else None},
         "limit": options.limit, "batch_size": options.batch_size, "n-shot": raw["n-shot"],
@@ -234,7 +234,7 @@ def eval_summary(suite: Suite, target: Target, options: EvalOptions, scores: lis
     }
 
 
-def _export_marker(target: Target) -> dict:
+def _weights(target: Target) -> dict:
     """What ties the scores to weights: a run's adapter hash; a `uft-train export`'s run and adapter hash."""
     path = Path(target.path)
     if target.kind == "run":
